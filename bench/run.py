@@ -1,0 +1,280 @@
+"""`make bench`: training and batch inference measured side by side in one run, on this machine.
+
+Inference runs on the 10,000 MNIST test images written once as 28×28 PNG files (cached in bench/.cache).
+Every ratio in the table comes from numbers measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bench.arith import growth, pipeline_limit, rate, ratio
+from bench.mnist_png import write_mnist_pngs
+from trainer.data import resolve_data_dir
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+BACKEND_FORMATS = {"onnx": "onnx", "torch": "torchscript"}
+
+
+def png_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.png"))
+
+
+def measure_decode(files: list[str], batch_size: int, workers: int) -> tuple[float, np.ndarray]:
+    """images/s of the project's own read+decode+preprocess over the files, on `workers` threads, no model."""
+    from infer.pipeline import Preparer, batched
+
+    import cv2
+
+    cv2.setNumThreads(1)
+    preparer = Preparer()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        prepared = list(pool.map(preparer, batched(files, batch_size)))
+    seconds = time.perf_counter() - start
+    return rate(len(files), seconds), np.concatenate([p.images for p in prepared])
+
+
+def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size: int, device: str,
+                  threads: int, repeats: int = 3) -> tuple[float, str]:
+    """images/s of one backend on already preprocessed tensors (best of `repeats` passes)."""
+    from infer.artifacts import locate
+    from infer.backends import BACKENDS
+
+    row = BACKENDS[backend]
+    opened = row.open(locate(model_dir, row.artifact), device, threads)
+    opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(0, len(images), batch_size):
+            opened.classify(images[i : i + batch_size])
+        best = max(best, rate(len(images), time.perf_counter() - start))
+    return best, opened.device
+
+
+def measure_naive(files: list[str], checkpoint: Path, device: str) -> float:
+    """The per-image loop someone would write from the seed's blog: imread, normalise, one eager forward each."""
+    import cv2
+    import torch
+
+    from trainer.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint)[0].to(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for path in files:
+            image = cv2.imread(path, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+            tensor = torch.from_numpy((image - 0.1307) / 0.3081)[None, None].to(device)
+            int(model(tensor).argmax(1).item())
+    return rate(len(files), time.perf_counter() - start)
+
+
+def run_process(args: list[str]) -> tuple[float, int, int]:
+    """Wall seconds, exit code and peak RSS (KiB) of one child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    return time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+
+
+def infer_command(paths: list[str], model_dir: Path, out: Path, backend: str, device: str, batch: int) -> list[str]:
+    return [str(BIN / "digits-infer"), *paths, "--model-dir", str(model_dir), "-o", str(out), "--backend", backend,
+            "--device", device, "--batch-size", str(batch), "--quiet"]
+
+
+def measure_end_to_end(folder: Path, count: int, model_dir: Path, backend: str, device: str, batch: int,
+                       scratch: Path) -> float:
+    seconds, code, _ = run_process(infer_command([str(folder)], model_dir, scratch / f"{backend}.csv", backend,
+                                                 device, batch))
+    if code != 0:
+        raise SystemExit(f"bench: digits-infer --backend {backend} exited {code}")
+    return rate(count, seconds)
+
+
+def median_wall(args: list[str], repeats: int) -> float:
+    return statistics.median(run_process(args)[0] for _ in range(repeats))
+
+
+def measure_memory(folder: Path, files: int, model_dir: Path, batch: int, scratch: Path) -> dict[str, float]:
+    """Peak RSS of digits-infer (onnx) on the 10k folder and on `files` hard-linked copies of it."""
+    copies = scratch / "many"
+    made = 0
+    sources = png_files(folder)
+    while made < files:
+        part = copies / f"part{made // len(sources):03d}"
+        part.mkdir(parents=True, exist_ok=True)
+        for source in sources[: files - made]:
+            os.link(source, part / Path(source).name)
+        made += min(len(sources), files - made)
+    small = run_process(infer_command([str(folder)], model_dir, scratch / "m1.csv", "onnx", "cpu", batch))
+    large = run_process(infer_command([str(copies)], model_dir, scratch / "m2.csv", "onnx", "cpu", batch))
+    shutil.rmtree(copies)
+    return {"rss_mib_small": small[2] / 1024, "rss_mib_large": large[2] / 1024, "files_small": len(sources),
+            "files_large": files, "growth": growth(small[2], large[2]),
+            "images_per_s_large": rate(files, large[0])}
+
+
+def measure_training(data_dir: Path, device: str) -> dict[str, float]:
+    """One epoch of the default trainer against one epoch of the seed's loop, batch 64, same machine."""
+    import torch
+
+    from bench import seed_mnist
+    from trainer.train import TrainConfig, fit
+
+    ours = fit(TrainConfig(epochs=1, batch_size=64, device=device), data_dir)
+    torch.manual_seed(0)
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train = torch.utils.data.DataLoader(datasets.MNIST(str(data_dir), train=True, transform=tf), batch_size=64,
+                                        shuffle=True)
+    test = torch.utils.data.DataLoader(datasets.MNIST(str(data_dir), train=False, transform=tf), batch_size=1000)
+    model = seed_mnist.Digit().to(ours.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    seed_mnist.train(model, ours.device, train, optimizer)
+    seed_seconds = time.perf_counter() - start
+    return {"device": ours.device, "ours_epoch_s": ours.history[0].seconds, "ours_test_accuracy": ours.test.accuracy,
+            "ours_train_images": 60000 - 5000, "seed_epoch_s": seed_seconds,
+            "seed_test_accuracy": seed_mnist.test(model, ours.device, test), "seed_train_images": 60000,
+            "speedup": ratio(seed_seconds, ours.history[0].seconds)}
+
+
+def ensure_model(model_dir: Path) -> Path:
+    manifest = model_dir / "manifest.json"
+    if not manifest.is_file():
+        raise SystemExit(f"bench: {manifest} not found; run `make train export` first")
+    return Path(json.loads(manifest.read_text())["source"]["checkpoint"])
+
+
+def run(args: argparse.Namespace) -> dict:
+    data_dir = resolve_data_dir(args.data_dir)
+    checkpoint = ensure_model(args.model_dir)
+    cores = os.cpu_count() or 1
+    folder = args.cache / f"mnist_png_{args.images}"
+    write_mnist_pngs(data_dir, folder, args.images)
+    files = png_files(folder)
+    results: dict = {"machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version(),
+                                 "processor": platform.processor() or platform.machine()},
+                     "images": len(files), "batch_size": args.batch_size, "device": args.device}
+
+    decode_rate, tensors = measure_decode(files, args.batch_size, cores)
+    measure_decode(files, args.batch_size, cores)  # the page cache is warm from here on
+    decode_rate = max(decode_rate, measure_decode(files, args.batch_size, cores)[0])
+    results["decode_preprocess_images_per_s"] = decode_rate
+    naive = measure_naive(files[: args.naive_images], checkpoint, "cuda" if args.device == "cuda" else "cpu")
+    results["naive_images_per_s"] = naive
+    backends = {}
+    with tempfile.TemporaryDirectory(prefix="digits-bench-") as scratch:
+        scratch = Path(scratch)
+        for backend in ("onnx", "torch"):
+            model_rate, used = measure_model(backend, args.model_dir, tensors, args.batch_size, args.device, cores)
+            limit = pipeline_limit(decode_rate, model_rate)
+            e2e = measure_end_to_end(folder, len(files), args.model_dir, backend, args.device, args.batch_size, scratch)
+            backends[backend] = {"device": used, "model_images_per_s": model_rate, "limit_images_per_s": limit,
+                                 "end_to_end_images_per_s": e2e, "vs_naive": ratio(e2e, naive),
+                                 "vs_limit": ratio(e2e, limit)}
+        results["backends"] = backends
+        one = infer_command([files[0]], args.model_dir, scratch / "one.csv", "onnx", "cpu", args.batch_size)
+        infer_one = median_wall(one, args.repeats)
+        import_torch = median_wall([sys.executable, "-c", "import torch"], args.repeats)
+        results["startup"] = {"digits_infer_one_image_s": infer_one, "python_import_torch_s": import_torch,
+                              "ratio": ratio(infer_one, import_torch)}
+        if args.memory_files:
+            results["memory"] = measure_memory(folder, args.memory_files, args.model_dir, args.batch_size, scratch)
+    if args.train:
+        results["training"] = measure_training(data_dir, args.device)
+    return results
+
+
+def goals(results: dict) -> list[tuple[str, bool, str]]:
+    """(goal, met, measured) for each goal of the benchmark issue that this run measured."""
+    onnx, torch_row = results["backends"]["onnx"], results["backends"]["torch"]
+    rows = [
+        ("onnx end to end ≥ 5× naive", onnx["vs_naive"] >= 5, f"{onnx['vs_naive']:.1f}×"),
+        ("onnx end to end ≥ 50% of limit", onnx["vs_limit"] >= 0.5, f"{onnx['vs_limit']:.0%}"),
+        ("torch end to end ≥ 3× naive", torch_row["vs_naive"] >= 3, f"{torch_row['vs_naive']:.1f}×"),
+        ("one image (onnx) ≤ 0.5× import torch", results["startup"]["ratio"] <= 0.5,
+         f"{results['startup']['ratio']:.2f}×"),
+    ]
+    if "memory" in results:
+        rows.append(("peak RSS 100k within 20% of 10k", results["memory"]["growth"] <= 0.2,
+                     f"{results['memory']['growth']:+.0%}"))
+    if "training" in results:
+        rows.append(("trainer epoch no slower than seed", results["training"]["speedup"] >= 1,
+                     f"{results['training']['speedup']:.2f}× faster"))
+    return rows
+
+
+def show(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"inference on {results['images']} MNIST PNGs, batch {results['batch_size']}, "
+                        f"{results['machine']['cores']} cores")
+    for column in ("stage", "images/s", "× naive", "of limit"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    naive = results["naive_images_per_s"]
+    table.add_row("decode+preprocess only (all cores)", f"{results['decode_preprocess_images_per_s']:,.0f}", "", "")
+    table.add_row("naive per-image loop (eager torch)", f"{naive:,.0f}", "1.0×", "")
+    for name, row in results["backends"].items():
+        table.add_row(f"{name}: model only ({row['device']})", f"{row['model_images_per_s']:,.0f}", "", "")
+        table.add_row(f"{name}: limit 1/(1/decode+1/model)", f"{row['limit_images_per_s']:,.0f}", "", "")
+        table.add_row(f"{name}: digits-infer end to end", f"{row['end_to_end_images_per_s']:,.0f}",
+                      f"{row['vs_naive']:.1f}×", f"{row['vs_limit']:.0%}")
+    console.print(table)
+    s = results["startup"]
+    console.print(f"start-up: digits-infer on one image (onnx) {s['digits_infer_one_image_s']:.2f}s vs "
+                  f"python -c 'import torch' {s['python_import_torch_s']:.2f}s → {s['ratio']:.2f}×")
+    if "memory" in results:
+        m = results["memory"]
+        console.print(f"peak RSS: {m['files_small']:,} files {m['rss_mib_small']:.0f} MiB, {m['files_large']:,} files "
+                      f"{m['rss_mib_large']:.0f} MiB ({m['growth']:+.1%}); {m['images_per_s_large']:,.0f} images/s")
+    if "training" in results:
+        t = results["training"]
+        console.print(f"training, one epoch at batch 64 on {t['device']}: ours {t['ours_epoch_s']:.1f}s "
+                      f"(test {t['ours_test_accuracy']:.2%}) vs seed loop {t['seed_epoch_s']:.1f}s "
+                      f"(test {t['seed_test_accuracy']:.2%}) → {t['speedup']:.2f}× faster")
+    for goal, met, measured in goals(results):
+        console.print(f"{'met ' if met else 'MISS'}  {goal}: {measured}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10000, help="MNIST test images to write and classify")
+    parser.add_argument("--naive-images", type=int, default=2000, help="images timed in the naive loop")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--model-dir", type=Path, default=Path("artifacts"))
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=HERE / ".cache")
+    parser.add_argument("--memory-files", type=int, default=100000, help="files for the RSS run; 0 skips it")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each start-up timing (median)")
+    parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True, help="time one epoch each")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    results = run(args)
+    show(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Export a Digit checkpoint to TorchScript and ONNX, and prove on real test images that they agree."""

@@ -1,0 +1,111 @@
+"""The batch pipeline: a thread pool reads and preprocesses whole batches (OpenCV releases the GIL) while the
+main thread runs the model on the previous ones. Everything streams: a bounded number of batches is in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from infer.backends import Classifier
+from infer.limits import DEFAULT_MAX_PIXELS
+from infer.preprocess import SIZE, PreprocessError, preprocess_bytes
+
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    probabilities: np.ndarray | None  # float32 10, or None when this file failed
+    error: str = ""
+
+
+@dataclass
+class Prepared:
+    paths: list[str]
+    images: np.ndarray  # float32 k×1×28×28 for the files that worked
+    ok: list[int]  # indices into paths of those files
+    errors: dict[int, str]
+
+
+def read_file(path: str, max_bytes: int) -> bytes:
+    """The file's bytes; only regular files, and never more than max_bytes (a FIFO or a 10 GB file is refused)."""
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise PreprocessError("is a folder that cannot be listed")
+        if not stat.S_ISREG(info.st_mode):
+            raise PreprocessError("not a regular file")
+        if info.st_size > max_bytes:
+            raise PreprocessError(f"file is {info.st_size} bytes, too large for --max-pixels")
+        return f.read(max_bytes + 1)
+
+
+def os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Reads and preprocesses one batch of paths; every failure becomes that file's one-line error."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    read: Callable[[str, int], bytes] = read_file
+
+    def __call__(self, paths: list[str]) -> Prepared:
+        images = np.empty((len(paths), 1, SIZE, SIZE), np.float32)
+        ok: list[int] = []
+        errors: dict[int, str] = {}
+        max_bytes = max(64 << 20, 8 * self.max_pixels)
+        for index, path in enumerate(paths):
+            try:
+                images[len(ok), 0] = preprocess_bytes(self.read(path, max_bytes), self.max_pixels)
+                ok.append(index)
+            except PreprocessError as exc:
+                errors[index] = str(exc)
+            except OSError as exc:
+                errors[index] = os_reason(exc)
+            except (cv2.error, ValueError, MemoryError) as exc:  # a decoder's own failure on a hostile file
+                errors[index] = f"cannot decode ({type(exc).__name__})"
+        return Prepared(paths, images[: len(ok)], ok, errors)
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def rows_of(prepared: Prepared, classify: Classifier, display: Callable[[str], str]) -> list[Row]:
+    probabilities = classify(prepared.images) if prepared.ok else np.empty((0, 10), np.float32)
+    by_index = dict(zip(prepared.ok, probabilities))
+    return [
+        Row(display(path), by_index.get(i), prepared.errors.get(i, ""))
+        for i, path in enumerate(prepared.paths)
+    ]
+
+
+def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int, workers: int,
+                     preparer: Preparer, display: Callable[[str], str] = str) -> Iterator[list[Row]]:
+    """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight."""
+    cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV's own threads only contend on tiny images
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess") as pool:
+        pending: deque = deque()
+        try:
+            for chunk in batched(paths, batch_size):
+                pending.append(pool.submit(preparer, chunk))
+                if len(pending) > 2 * workers:
+                    yield rows_of(pending.popleft().result(), classify, display)
+            while pending:
+                yield rows_of(pending.popleft().result(), classify, display)
+        finally:
+            for future in pending:
+                future.cancel()

@@ -1,0 +1,166 @@
+"""Any scan → MNIST form, with OpenCV, the way the MNIST authors made their images.
+
+Steps: decode (bytes, any depth, alpha), grey, ink made white on black, ink found by blur + Otsu with specks
+ignored, crop to the ink, longer side resized to 20 px keeping the aspect ratio, pasted into 28×28 so that its
+centre of mass sits at the centre. An image already in MNIST form comes out nearly unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+from infer.limits import DEFAULT_MAX_PIXELS, OPENCV_PIXEL_LIMIT_ENV
+
+# OpenCV reads both once, when it loads: its decoders refuse images over this many pixels before allocating
+# them (digits-infer sets it from --max-pixels first), and its own warnings stay out of our stderr.
+os.environ.setdefault(OPENCV_PIXEL_LIMIT_ENV, str(DEFAULT_MAX_PIXELS))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+SIZE = 28
+INK_BOX = 20
+MIN_CONTRAST = 24  # grey levels between paper and ink below which there is no ink to find
+SPECK_FRACTION = 0.05  # ink components smaller than this share of the largest are specks
+
+
+class PreprocessError(Exception):
+    """This file cannot become a digit (undecodable, too large, no ink). One line, shown in the CSV."""
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes → the image as stored (IMREAD_UNCHANGED: any depth, alpha kept). imdecode works for any path."""
+    if not data:
+        raise PreprocessError("empty file")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV raises for images over its pixel limit and for some hostile headers
+        image = None
+    if image is None:
+        raise PreprocessError(undecodable_reason(data, max_pixels))
+    if image.size == 0:
+        raise PreprocessError("image has no pixels")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise PreprocessError(f"image is {image.shape[1]}x{image.shape[0]} pixels, over --max-pixels {max_pixels}")
+    return image
+
+
+def undecodable_reason(data: bytes, max_pixels: int) -> str:
+    """Explain a failed decode: too many pixels (header read with Pillow, never decoded) or not an image."""
+    try:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Exception:  # Pillow cannot read it either: corrupt, truncated or not an image at all
+        return "not a readable image (corrupt, truncated or not an image file)"
+    if width * height > max_pixels:
+        return f"image is {width}x{height} pixels, over --max-pixels {max_pixels}"
+    return "not a readable image (corrupt or truncated)"
+
+
+def to_grey8(image: np.ndarray) -> np.ndarray:
+    """Any depth and channel layout → 8-bit grey; transparent pixels become paper that contrasts with the strokes."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 1:
+        return image[:, :, 0]
+    if channels == 2:
+        grey, alpha = image[:, :, 0], image[:, :, 1]
+    elif channels == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    else:
+        grey, alpha = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY), image[:, :, 3]
+    return flatten_alpha(np.ascontiguousarray(grey), np.ascontiguousarray(alpha))
+
+
+def flatten_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite over white when the visible strokes are dark, over black when they are light."""
+    if alpha.min() == 255:
+        return grey
+    visible = alpha > 127
+    strokes_dark = not visible.any() or grey[visible].mean() < 128
+    paper = np.full_like(grey, 255 if strokes_dark else 0)
+    weight = alpha.astype(np.float32) / 255.0
+    return cv2.convertScaleAbs(grey * weight + paper * (1.0 - weight))
+
+
+def ink_white_on_black(grey: np.ndarray) -> np.ndarray:
+    """Invert when the paper (the image's border) is lighter than mid-grey."""
+    border = np.concatenate((grey[0], grey[-1], grey[:, 0], grey[:, -1]))
+    return cv2.bitwise_not(grey) if np.median(border) > 127 else grey
+
+
+def ink_only(grey: np.ndarray) -> np.ndarray:
+    """Ink stretched to full white, paper, texture, shading and specks set to 0."""
+    height, width = grey.shape
+    if min(height, width) >= 64:
+        # Uneven lighting: remove the slowly varying background, keeping strokes narrower than the kernel.
+        k = max(15, min(height, width) // 4) | 1
+        grey = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    low, high = int(grey.min()), int(grey.max())
+    if high - low < MIN_CONTRAST:
+        raise PreprocessError("no ink found")
+    blur = max(3, (min(height, width) // 40) | 1)
+    smooth = cv2.GaussianBlur(grey, (blur, blur), 0) if min(height, width) > 32 else grey
+    _, mask = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        raise PreprocessError("no ink found")
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= max(2, SPECK_FRACTION * areas.max())) + 1
+    if len(keep) == 0:
+        raise PreprocessError("no ink found")  # nothing but isolated pixels
+    if len(keep) < count - 1:
+        mask = np.isin(labels, keep).astype(np.uint8) * 255
+    on_ink = mask > 0
+    paper = float(np.median(grey[~on_ink])) if not on_ink.all() else float(low)
+    ink = float(np.percentile(grey[on_ink], 90))
+    if ink - paper < MIN_CONTRAST:
+        raise PreprocessError("no ink found")
+    # Grow the ink mask a little so anti-aliased stroke edges survive, then stretch paper→0 and ink→255.
+    grow = max(3, (min(height, width) // 28) | 1)
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    stretched = cv2.convertScaleAbs(grey, alpha=255.0 / (ink - paper), beta=-paper * 255.0 / (ink - paper))
+    return cv2.bitwise_and(stretched, mask)
+
+
+def centre_in_frame(ink: np.ndarray) -> np.ndarray:
+    """Crop to the ink, fit the longer side to 20 px, paste into 28×28 with the centre of mass in the middle."""
+    x, y, w, h = cv2.boundingRect(ink)
+    if w == 0 or h == 0:
+        raise PreprocessError("no ink found")
+    crop = ink[y : y + h, x : x + w]
+    scale = INK_BOX / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (new_w, new_h), interpolation=interpolation)
+    moments = cv2.moments(crop)
+    if moments["m00"] == 0:
+        raise PreprocessError("no ink found")
+    left = int(round(SIZE / 2 - moments["m10"] / moments["m00"]))
+    top = int(round(SIZE / 2 - moments["m01"] / moments["m00"]))
+    left, top = min(max(left, 0), SIZE - new_w), min(max(top, 0), SIZE - new_h)
+    frame = np.zeros((SIZE, SIZE), np.uint8)
+    frame[top : top + new_h, left : left + new_w] = crop
+    return frame
+
+
+def to_mnist(image: np.ndarray) -> np.ndarray:
+    """A decoded image (any depth, 1–4 channels) → 28×28 float32 in [0,1], white ink on black."""
+    grey = ink_white_on_black(to_grey8(image))
+    return centre_in_frame(ink_only(grey)).astype(np.float32) * np.float32(1 / 255)
+
+
+def preprocess_bytes(data: bytes, max_pixels: int) -> np.ndarray:
+    """File contents → 28×28 float32; raises PreprocessError with a one-line reason."""
+    return to_mnist(decode(data, max_pixels))

@@ -1,0 +1,92 @@
+"""`classify_paths`: the whole digits-infer job as a library call (the CLI only parses flags and prints)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from infer.artifacts import locate
+from infer.backends import BACKENDS
+from infer.csvout import CsvSink, partial_path
+from infer.discover import Walk, display_path
+from infer.limits import DEFAULT_MAX_PIXELS
+from infer.pipeline import Preparer, Row, classify_batches
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    backend: str = "onnx"
+    device: str = "auto"
+    model_dir: Path = Path("artifacts")
+    output: Path | None = Path("predictions.csv")  # None: stdout
+    batch_size: int = 256
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    recursive: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    resume: bool = False
+
+
+@dataclass
+class Summary:
+    classified: int = 0
+    failed: int = 0
+    skipped: int = 0
+    resumed: int = 0  # rows kept from an earlier run
+    resumed_failed: int = 0
+    seconds: float = 0.0
+    device: str = ""
+    output: Path | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.classified + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def any_failed(self) -> bool:
+        return self.failed + self.resumed_failed > 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C: rows so far are kept in the partial file; carries the summary up to that point."""
+
+    def __init__(self, summary: Summary, partial: Path | None) -> None:
+        super().__init__("interrupted")
+        self.summary, self.partial = summary, partial
+
+
+def classify_paths(paths: list[str], options: InferOptions,
+                   on_batch: Callable[[list[Row]], None] | None = None,
+                   preparer: Preparer | None = None) -> Summary:
+    """Classify every image under `paths` into options.output. Raises ModelError/DeviceError/OutputError
+    before any work when the model, device or output is unusable, and Interrupted on Ctrl-C."""
+    started = time.perf_counter()
+    backend = BACKENDS[options.backend]
+    artifact = locate(options.model_dir, backend.artifact)
+    opened = backend.open(artifact, options.device, options.workers)
+    sink = CsvSink(options.output, options.resume).open()
+    summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
+                      output=options.output)
+    walk = Walk(paths, options.recursive)
+    todo = (p for p in walk if display_path(p) not in sink.done) if sink.done else iter(walk)
+    batches = classify_batches(todo, opened.classify, options.batch_size, options.workers,
+                               preparer or Preparer(options.max_pixels), display_path)
+    try:
+        for rows in batches:
+            sink.write(rows)
+            failed = sum(1 for r in rows if r.error)
+            summary.failed += failed
+            summary.classified += len(rows) - failed
+            if on_batch is not None:
+                on_batch(rows)
+    except KeyboardInterrupt:
+        batches.close()
+        sink.close_partial()
+        summary.skipped, summary.seconds = walk.skipped, time.perf_counter() - started
+        raise Interrupted(summary, None if options.output is None else partial_path(options.output)) from None
+    sink.finish()
+    summary.skipped, summary.seconds = walk.skipped, time.perf_counter() - started
+    return summary
+

@@ -1,0 +1,70 @@
+"""Shared fixtures: one tiny real training, one real export and real MNIST PNGs, made once per session.
+
+MNIST comes from $DIGITS_DATA_DIR (CI: ../shared/datasets); without it the data module downloads, and a
+failure there fails the suite loudly rather than skipping anything.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.mnist_png import write_mnist_pngs
+from exporter.export import ParitySettings, export
+from trainer.data import resolve_data_dir
+from trainer.outputs import write_outputs
+from trainer.train import TrainConfig, fit
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY = TrainConfig(epochs=1, batch_size=16, lr=1e-3, val_size=500, train_limit=3000, test_limit=1000)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return resolve_data_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir, tmp_path_factory):
+    """(result, out_dir): Digit trained for one epoch on 3000 real MNIST images."""
+    out = tmp_path_factory.mktemp("checkpoints")
+    result = fit(TINY, data_dir)
+    write_outputs(result, out, data_dir)
+    return result, out
+
+
+@pytest.fixture(scope="session")
+def artifacts(tiny_run, data_dir, tmp_path_factory) -> Path:
+    """A real export of the tiny checkpoint, parity checked on 1000 real test images."""
+    out = tmp_path_factory.mktemp("export") / "artifacts"
+    _, report = export(tiny_run[1] / "digit.safetensors", out, ParitySettings(data_dir, samples=1000))
+    assert report.passed
+    return out
+
+
+@pytest.fixture(scope="session")
+def mnist_pngs(data_dir, tmp_path_factory) -> Path:
+    """The first 1000 MNIST test images as PNG files, with labels.csv."""
+    folder = tmp_path_factory.mktemp("mnist_png")
+    write_mnist_pngs(data_dir, folder, 1000)
+    return folder
+
+
+def run_cli(name: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+            input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run an installed console script as a user would, capturing text output."""
+    return subprocess.run([str(BIN / name), *map(str, args)], cwd=cwd or REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, input=input, timeout=timeout)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """Exit `code`, no traceback, and each needle in stderr."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)

@@ -1,0 +1,106 @@
+"""Preprocessing on constructed images made from real MNIST digits."""
+
+import cv2
+import numpy as np
+import pytest
+
+from infer.preprocess import PreprocessError, preprocess_bytes, to_mnist
+from trainer.data import load_split
+
+MAX = 100_000_000
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir):
+    split = load_split(data_dir, train=False).subset(200)
+    return split.images.numpy(), split.labels.numpy()
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    m = cv2.moments(image)
+    return m["m10"] / m["m00"], m["m01"] / m["m00"]
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28×28 images: 1 for the same shape."""
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_mnist_images_pass_nearly_unchanged(digits):
+    images, _ = digits
+    scores = np.array([similarity(to_mnist(img), img / 255.0) for img in images])
+    # Almost all come back untouched; a few move by one pixel (centre of mass rounding), which thin strokes
+    # turn into a lower correlation, so the tail is bounded by share rather than by its minimum.
+    assert np.median(scores) > 0.999 and (scores > 0.9).mean() > 0.95
+
+
+def test_dark_ink_on_light_paper_is_inverted(digits):
+    image = digits[0][0]
+    out = to_mnist(255 - image)
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out[0].max() == 0 and similarity(out, to_mnist(image)) > 0.99
+
+
+def test_off_centre_digit_on_large_canvas_is_cropped_scaled_and_centred(digits):
+    image = digits[0][1]
+    canvas = np.full((900, 1200), 230, np.uint8)
+    big = cv2.resize(255 - image, (280, 280), interpolation=cv2.INTER_CUBIC)
+    canvas[20:300, 880:1160] = np.minimum(canvas[20:300, 880:1160], big)
+    out = to_mnist(canvas)
+    cx, cy = centre_of_mass(out)
+    assert abs(cx - 14) < 1.0 and abs(cy - 14) < 1.0
+    ys, xs = np.nonzero(out > 0.1)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 in (19, 20, 21)
+    assert similarity(out, to_mnist(image)) > 0.8
+
+
+def test_transparent_background_png_with_dark_strokes(digits):
+    image = digits[0][2]
+    bgra = np.zeros((120, 120, 4), np.uint8)  # black, fully transparent paper
+    bgra[:, :, 3] = cv2.resize(image, (120, 120))  # black strokes drawn with alpha
+    ok, png = cv2.imencode(".png", bgra)
+    out = preprocess_bytes(png.tobytes(), MAX)
+    assert similarity(out, to_mnist(image)) > 0.9
+    assert out.mean() < 0.4  # a digit, not a white square
+
+
+def test_16_bit_and_colour_images_match_8_bit_grey(digits):
+    image = digits[0][3]
+    reference = to_mnist(image)
+    assert np.allclose(to_mnist(image.astype(np.uint16) * 257), reference, atol=1 / 255)
+    ok, png16 = cv2.imencode(".png", image.astype(np.uint16) * 257)
+    assert np.allclose(preprocess_bytes(png16.tobytes(), MAX), reference, atol=1 / 255)
+    colour = cv2.merge([255 - image, np.full_like(image, 255), 255 - image])  # green ink on white paper
+    colour[:, :, 1] = 255 - image // 3
+    assert similarity(to_mnist(colour), reference) > 0.95
+
+
+def test_noisy_unevenly_lit_scan_still_finds_the_digit(digits):
+    image = digits[0][4]
+    rng = np.random.default_rng(0)
+    paper = np.linspace(250, 150, 300)[None, :] + rng.normal(0, 8, (300, 300))
+    paper[80:220, 80:220] -= cv2.resize(image, (140, 140)).astype(float) * 0.6
+    paper[10, 10] = paper[290, 20] = 0  # specks
+    out = to_mnist(np.clip(paper, 0, 255).astype(np.uint8))
+    assert similarity(out, to_mnist(image)) > 0.8
+    assert similarity(out, to_mnist(digits[0][5])) < 0.6  # and not just any digit-like blob
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_image_is_an_error_not_a_guess(value):
+    with pytest.raises(PreprocessError, match="no ink found"):
+        to_mnist(np.full((50, 40), value, np.uint8))
+
+
+def test_undecodable_and_empty_bytes_are_errors():
+    with pytest.raises(PreprocessError, match="empty file"):
+        preprocess_bytes(b"", MAX)
+    with pytest.raises(PreprocessError, match="not a readable image"):
+        preprocess_bytes(b"hello, I am text", MAX)
+
+
+def test_pixel_limit_refuses_large_images(digits):
+    ok, png = cv2.imencode(".png", cv2.resize(digits[0][0], (300, 300)))
+    with pytest.raises(PreprocessError, match="over --max-pixels 10000"):
+        preprocess_bytes(png.tobytes(), 10_000)
+    assert preprocess_bytes(png.tobytes(), 90_000).shape == (28, 28)

@@ -1,0 +1,1 @@
+"""Train the Digit CNN on MNIST and write a safetensors checkpoint plus metrics."""

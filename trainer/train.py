@@ -1,0 +1,212 @@
+"""The training loop, plain as in pytorch/examples' mnist: tensors in, a trained Digit and its history out."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from trainer.augment import AffineRange, random_affine
+from trainer.data import Split, load_split, to_float
+from trainer.model import MNIST_MEAN, MNIST_STD, Digit
+
+SCHEDULES = ("onecycle", "constant")
+
+
+class DeviceError(Exception):
+    """The requested device cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a run; stored in metrics.json so a result says how it was made."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str = "auto"
+    seed: int = 0
+    val_size: int = 5000
+    schedule: str = "constant"
+    weight_decay: float = 0.0
+    augment: bool = False
+    train_limit: int | None = None  # first N training images only: quick runs and tests
+    test_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # int64 N, on the CPU
+
+
+@dataclass
+class TrainResult:
+    model: Digit
+    config: TrainConfig
+    device: str
+    history: list[EpochRecord]
+    chosen_epoch: int
+    test: Evaluation
+    test_labels: torch.Tensor
+    total_seconds: float
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, object]:
+        """The metrics.json document."""
+        return {
+            "history": [asdict(r) for r in self.history],
+            "chosen_epoch": self.chosen_epoch,
+            "test_accuracy": self.test.accuracy,
+            "test_loss": self.test.loss,
+            "test_images": len(self.test_labels),
+            "total_seconds": self.total_seconds,
+            "device": self.device,
+            "config": asdict(self.config),
+            **self.extra,
+        }
+
+
+class Reporter(Protocol):
+    """Where progress goes; the CLI shows a rich bar, library callers and tests stay silent."""
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self) -> None: ...
+    def epoch_finished(self, record: EpochRecord) -> None: ...
+
+
+class SilentReporter:
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def epoch_finished(self, record: EpochRecord) -> None:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto → CUDA when available; an explicit cuda without a GPU is a DeviceError, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device on this machine")
+    return torch.device(name)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0,1] → the seed's Normalize(0.1307, 0.3081)."""
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+@torch.no_grad()
+def evaluate(model: Digit, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Evaluation:
+    """Mean NLL, accuracy and predictions over [0,1] images N×1×28×28 already on the model's device."""
+    model.eval()
+    total_loss = torch.zeros((), device=images.device)
+    predictions = []
+    for start in range(0, len(labels), batch_size):
+        out = model(normalize(images[start : start + batch_size]))
+        total_loss += F.nll_loss(out, labels[start : start + batch_size], reduction="sum")
+        predictions.append(out.argmax(dim=1))
+    predicted = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.long)
+    count = max(len(labels), 1)
+    accuracy = (predicted == labels.cpu()).float().mean().item() if len(labels) else 0.0
+    return Evaluation(total_loss.item() / count, accuracy, predicted)
+
+
+def split_validation(split: Split, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices for training and validation: a seeded random hold-out, so the test set never picks an epoch."""
+    if not 0 <= val_size < len(split):
+        raise ValueError(f"--val-size must be between 0 and {len(split) - 1}, got {val_size}")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
+
+
+def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, download: bool = True) -> TrainResult:
+    """Train Digit, keep the epoch with the best validation accuracy (the last when val_size is 0), test it."""
+    reporter = reporter or SilentReporter()
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    train_split = load_split(data_dir, train=True, download=download).subset(config.train_limit)
+    test_split = load_split(data_dir, train=False, download=download).subset(config.test_limit)
+    train_idx, val_idx = split_validation(train_split, config.val_size, config.seed)
+    images = to_float(train_split.images).to(device)
+    labels = train_split.labels.to(device)
+    train_images, train_labels = images[train_idx.to(device)], labels[train_idx.to(device)]
+    val_images, val_labels = images[val_idx.to(device)], labels[val_idx.to(device)]
+
+    model = Digit().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = math.ceil(len(train_labels) / config.batch_size)
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
+        if config.schedule == "onecycle"
+        else None
+    )
+    ranges = AffineRange()
+    history: list[EpochRecord] = []
+    best_state, best_accuracy, chosen_epoch = None, -1.0, config.epochs
+
+    for epoch in range(1, config.epochs + 1):
+        reporter.epoch_started(epoch, config.epochs, steps)
+        epoch_start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_labels), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            inputs = train_images[batch]
+            if config.augment:
+                inputs = random_affine(inputs, ranges, generator)
+            loss = F.nll_loss(model(normalize(inputs)), train_labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach() * len(batch)
+            reporter.step()
+        val_accuracy = evaluate(model, val_images, val_labels).accuracy if config.val_size else None
+        record = EpochRecord(epoch, loss_sum.item() / len(order), val_accuracy, time.perf_counter() - epoch_start)
+        history.append(record)
+        reporter.epoch_finished(record)
+        if val_accuracy is not None and val_accuracy > best_accuracy:
+            best_accuracy, chosen_epoch = val_accuracy, epoch
+            best_state = copy.deepcopy(model.state_dict())
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    test_images = to_float(test_split.images).to(device)
+    test = evaluate(model, test_images, test_split.labels.to(device))
+    return TrainResult(
+        model=model.cpu().eval(),
+        config=config,
+        device=str(device),
+        history=history,
+        chosen_epoch=chosen_epoch,
+        test=test,
+        test_labels=test_split.labels,
+        total_seconds=time.perf_counter() - started,
+    )
