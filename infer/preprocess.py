@@ -53,6 +53,7 @@ def undecodable_reason(data: bytes, max_pixels: int) -> str:
 
         from PIL import Image
 
+        Image.MAX_IMAGE_PIXELS = None  # we only read the header here; the decompression-bomb guard is ours
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
     except Exception:  # Pillow cannot read it either: corrupt, truncated or not an image at all

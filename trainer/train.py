@@ -27,15 +27,17 @@ class DeviceError(Exception):
 class TrainConfig:
     """Every knob of a run; stored in metrics.json so a result says how it was made."""
 
+    # Defaults measured on this 2-core machine (README, "Training results"): the seed's constant 1e-3 reaches
+    # 98.90%, OneCycle at a 2e-3 peak 99.20%, and OneCycle with augmentation 99.42%, in less wall time.
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     device: str = "auto"
     seed: int = 0
     val_size: int = 5000
-    schedule: str = "constant"
+    schedule: str = "onecycle"
     weight_decay: float = 0.0
-    augment: bool = False
+    augment: bool = True
     train_limit: int | None = None  # first N training images only: quick runs and tests
     test_limit: int | None = None
 

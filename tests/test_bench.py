@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from bench.arith import growth, pipeline_limit, rate, ratio
+from bench.run import main
+
+
+def test_pipeline_limit_is_the_harmonic_combination():
+    assert pipeline_limit(100.0, 100.0) == pytest.approx(50.0)
+    assert pipeline_limit(58000.0, 86000.0) == pytest.approx(1 / (1 / 58000 + 1 / 86000))
+    assert pipeline_limit(0.0, 100.0) == 0.0
+
+
+def test_rates_ratios_and_growth():
+    assert rate(1000, 2.0) == 500.0 and rate(0, 1.0) == 0.0 and rate(10, 0.0) == 0.0
+    assert ratio(30.0, 10.0) == 3.0 and ratio(1.0, 0.0) == 0.0
+    assert growth(100.0, 115.0) == pytest.approx(0.15) and growth(0.0, 5.0) == 0.0
+
+
+def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--images", "200", "--naive-images", "100", "--model-dir", str(artifacts), "--data-dir", str(data_dir),
+          "--cache", str(tmp_path / "cache"), "--memory-files", "400", "--repeats", "1", "--no-train",
+          "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert results["images"] == 200 and results["naive_images_per_s"] > 0
+    for backend in ("onnx", "torch"):
+        row = results["backends"][backend]
+        assert row["model_images_per_s"] > 0 and row["end_to_end_images_per_s"] > 0
+        assert row["limit_images_per_s"] == pytest.approx(
+            pipeline_limit(results["decode_preprocess_images_per_s"], row["model_images_per_s"]))
+        assert row["vs_naive"] == pytest.approx(row["end_to_end_images_per_s"] / results["naive_images_per_s"])
+    assert results["memory"]["files_large"] == 400 and results["memory"]["rss_mib_small"] > 0
+    assert results["startup"]["python_import_torch_s"] > 0
+    printed = capsys.readouterr().out
+    assert "digits-infer end to end" in printed and "import torch" in printed
