@@ -88,6 +88,7 @@ def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the artifacts folder is meant to be shipped
     try:
         for fmt in FORMATS:
             fmt.export(deployed, staging / fmt.file, metadata)

@@ -38,6 +38,8 @@ def open_onnx(artifact: Artifact, device: str, threads: int) -> Opened:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Preprocessing threads share the cores with the model: idle ORT threads must sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: provider fallbacks are reported by us, not by ORT's log
     try:
         session = ort.InferenceSession(str(artifact.path), options, providers=providers)

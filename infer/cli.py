@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from infer.limits import DEFAULT_MAX_PIXELS, OPENCV_PIXEL_LIMIT_ENV
+from infer.limits import DEFAULT_MAX_PIXELS, OPENCV_PIXEL_LIMIT_ENV, default_workers
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 HELP = f"""Classify digit images (files and folders) into a CSV.
@@ -40,7 +40,7 @@ def main(
     model_dir: Path = typer.Option(Path("artifacts"), help="Folder written by digits-export (manifest.json)."),
     output: str = typer.Option("predictions.csv", "--output", "-o", help="CSV to write; - for stdout."),
     batch_size: int = typer.Option(256, min=1, help="Images per model call."),
-    workers: int = typer.Option(os.cpu_count() or 1, min=1, help="Threads decoding and preprocessing."),
+    workers: int = typer.Option(default_workers(), min=1, help="Threads decoding and preprocessing; the model gets the other cores."),
     recursive: bool = typer.Option(True, help="Walk folders recursively."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels (error row)."),
     resume: bool = typer.Option(False, help="Keep the rows of OUTPUT.partial (or OUTPUT) and classify the rest."),

@@ -16,6 +16,7 @@ from typing import TextIO
 from infer.pipeline import Row
 
 HEADER = ["path", "prediction", "confidence", *(f"p{d}" for d in range(10)), "error"]
+PROBABILITY_FORMAT = ",".join(["%.6g"] * 11)  # confidence and p0..p9, formatted in one operation
 
 
 class OutputError(Exception):
@@ -25,9 +26,9 @@ class OutputError(Exception):
 def format_row(row: Row) -> list[str]:
     if row.probabilities is None:
         return [row.path, "", "", *[""] * 10, row.error]
-    probs = row.probabilities
-    best = int(probs.argmax())
-    return [row.path, str(best), f"{probs[best]:.6g}", *(f"{p:.6g}" for p in probs), ""]
+    probs = row.probabilities.tolist()  # Python floats format several times faster than numpy scalars
+    best = max(range(10), key=probs.__getitem__)
+    return [row.path, str(best), *(PROBABILITY_FORMAT % (probs[best], *probs)).split(","), ""]
 
 
 def partial_path(output: Path) -> Path:

@@ -12,7 +12,7 @@ from infer.artifacts import locate
 from infer.backends import BACKENDS
 from infer.csvout import CsvSink, partial_path
 from infer.discover import Walk, display_path
-from infer.limits import DEFAULT_MAX_PIXELS
+from infer.limits import DEFAULT_MAX_PIXELS, default_workers
 from infer.pipeline import Preparer, Row, classify_batches
 
 
@@ -23,7 +23,7 @@ class InferOptions:
     model_dir: Path = Path("artifacts")
     output: Path | None = Path("predictions.csv")  # None: stdout
     batch_size: int = 256
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: default_workers())
     recursive: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     resume: bool = False
@@ -65,7 +65,8 @@ def classify_paths(paths: list[str], options: InferOptions,
     started = time.perf_counter()
     backend = BACKENDS[options.backend]
     artifact = locate(options.model_dir, backend.artifact)
-    opened = backend.open(artifact, options.device, options.workers)
+    # The model gets the cores that the preprocessing threads leave (at least one).
+    opened = backend.open(artifact, options.device, max(1, (os.cpu_count() or 1) - options.workers))
     sink = CsvSink(options.output, options.resume).open()
     summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
                       output=options.output)

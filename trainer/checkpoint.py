@@ -23,6 +23,7 @@ def save_checkpoint(model: Digit, path: Path, metadata: dict[str, object]) -> No
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=text)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared like any output
     os.replace(tmp, path)
 
 
