@@ -53,11 +53,13 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-DATA_HELP = f"Folder holding MNIST/raw/ for the parity images [default: ${DATA_DIR_ENV} or ./data]."
-SAMPLES_HELP = "Parity on the first N test images [default: all 10,000]."
-DEVICE_HELP = "cuda adds eager-CUDA and ONNX Runtime CUDA rows (exit 2 without CUDA)."
-ATOL_HELP = f"Max |Δ probability| allowed on the CPU [default: {CPU_ATOL:g}]."
-CUDA_ATOL_HELP = "Max |Δ probability| allowed for CUDA rows (fp32, TF32 off; summation order differs)."
+# Options shared by export and verify.
+DATA_DIR = typer.Option(None, help=f"Folder holding MNIST/raw/ for the parity images (default: ${DATA_DIR_ENV} or ./data).")
+PARITY_SAMPLES = typer.Option(None, min=1, help="Parity on the first N test images (default: all 10,000).")
+DEVICE = typer.Option(Device.cpu, help="cuda adds eager-CUDA and ONNX Runtime CUDA rows (exit 2 without CUDA).")
+ATOL = typer.Option(None, min=0.0, help=f"Max |Δ probability| allowed on the CPU (default: {CPU_ATOL:g}).")
+CUDA_ATOL_OPTION = typer.Option(CUDA_ATOL, min=0.0, help="Max |Δ probability| allowed for CUDA rows "
+                                "(fp32 with TF32 off; GPU kernels sum in another order).")
 
 
 @app.callback(invoke_without_command=True)
@@ -65,11 +67,11 @@ def main(
     ctx: typer.Context,
     checkpoint: Path = typer.Option(Path("checkpoints/digit.safetensors"), help="The trainer's checkpoint."),
     out: Path = typer.Option(Path("artifacts"), help="The artifacts folder to write (replaced atomically)."),
-    data_dir: Optional[Path] = typer.Option(None, help=DATA_HELP),
-    parity_samples: Optional[int] = typer.Option(None, min=1, help=SAMPLES_HELP),
-    device: Device = typer.Option(Device.cpu, help=DEVICE_HELP),
-    atol: Optional[float] = typer.Option(None, min=0.0, help=ATOL_HELP),
-    cuda_atol: float = typer.Option(CUDA_ATOL, min=0.0, help=CUDA_ATOL_HELP),
+    data_dir: Optional[Path] = DATA_DIR,
+    parity_samples: Optional[int] = PARITY_SAMPLES,
+    device: Device = DEVICE,
+    atol: Optional[float] = ATOL,
+    cuda_atol: float = CUDA_ATOL_OPTION,
 ) -> None:
     """Export the checkpoint into OUT (ONNX, TorchScript, manifest.json, parity.json) and check parity."""
     if ctx.invoked_subcommand is not None:
@@ -88,12 +90,12 @@ def main(
 @app.command("verify")
 def verify_command(
     folder: Path = typer.Argument(Path("artifacts"), help="An artifacts folder written by digits-export."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Eager reference [default: the manifest's source, if present]."),
-    data_dir: Optional[Path] = typer.Option(None, help=DATA_HELP),
-    parity_samples: Optional[int] = typer.Option(None, min=1, help=SAMPLES_HELP),
-    device: Device = typer.Option(Device.cpu, help=DEVICE_HELP),
-    atol: Optional[float] = typer.Option(None, min=0.0, help=ATOL_HELP),
-    cuda_atol: float = typer.Option(CUDA_ATOL, min=0.0, help=CUDA_ATOL_HELP),
+    checkpoint: Optional[Path] = typer.Option(None, help="Eager reference (default: the manifest's source, if present)."),
+    data_dir: Optional[Path] = DATA_DIR,
+    parity_samples: Optional[int] = PARITY_SAMPLES,
+    device: Device = DEVICE,
+    atol: Optional[float] = ATOL,
+    cuda_atol: float = CUDA_ATOL_OPTION,
 ) -> None:
     """Re-check FOLDER: files present, sha256 as in the manifest, ONNX checker, parity on real test images."""
     settings = _settings(data_dir, parity_samples, device, atol, cuda_atol)

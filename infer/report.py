@@ -1,20 +1,13 @@
-"""What the user sees on stderr: a rich progress bar with images/s, then a one-line summary or error."""
+"""What the user sees on stderr: the progress bar (infer.progress), then one summary or error line."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
+import sys
 
 from infer.artifacts import ModelError
 from infer.backends import DeviceError
 from infer.csvout import OutputError
 from infer.run import InferOptions, Interrupted, Summary, classify_paths
-
-
-class RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:,.0f} images/s")
 
 
 def describe(summary: Summary) -> str:
@@ -26,27 +19,30 @@ def describe(summary: Summary) -> str:
 
 def run_with_progress(paths: list[str], quiet: bool = False, **options) -> int:
     """Run classify_paths with a progress bar; returns the process exit code (documented in the CLI help)."""
-    console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     try:
-        if quiet:
+        if quiet:  # rich is not even imported: batch jobs start faster
             summary = classify_paths(paths, InferOptions(**options))
         else:
-            columns = (SpinnerColumn(), TextColumn("{task.completed:,.0f} images"), RateColumn(), TimeElapsedColumn())
-            with Progress(*columns, console=console, transient=True) as progress:
-                task = progress.add_task("classify", total=None)
-                summary = classify_paths(paths, InferOptions(**options),
-                                         on_batch=lambda rows: progress.advance(task, len(rows)))
+            from infer.progress import progress_bar
+
+            with progress_bar() as advance:
+                summary = classify_paths(paths, InferOptions(**options), on_batch=lambda rows: advance(len(rows)))
     except (ModelError, DeviceError, OutputError) as exc:
-        console.print(f"digits-infer: error: {exc}")
+        say(f"digits-infer: error: {exc}")
         return 2
     except KeyboardInterrupt:  # before the first image: nothing was written
-        console.print("digits-infer: interrupted before classifying anything")
+        say("digits-infer: interrupted before classifying anything")
         return 130
     except Interrupted as stop:
         where = f"kept in {stop.partial}" if stop.partial else "already written"
-        console.print(f"digits-infer: interrupted after {stop.summary.classified + stop.summary.failed} images; "
-                      f"rows so far are {where}. Run the same command with --resume to finish.")
+        say(f"digits-infer: interrupted after {stop.summary.classified + stop.summary.failed} images; "
+            f"rows so far are {where}. Run the same command with --resume to finish.")
         return 130
     if not quiet:
-        console.print(describe(summary))
+        say(describe(summary))
     return 1 if summary.any_failed else 0
+
+
+def say(line: str) -> None:
+    """One plain line on stderr (paths may hold brackets, so no rich markup here)."""
+    print(line, file=sys.stderr, flush=True)

@@ -44,7 +44,7 @@ def main(
     device: Device = typer.Option(Device(DEFAULTS.device), help="auto picks CUDA when available."),
     seed: int = typer.Option(DEFAULTS.seed, help="Same seed and device give the same numbers on CPU."),
     val_size: int = typer.Option(DEFAULTS.val_size, min=0, help="Training images held out to pick the best epoch; 0 trains on all 60k and keeps the last."),
-    data_dir: Optional[Path] = typer.Option(None, help=f"Folder holding MNIST/raw/ [default: ${DATA_DIR_ENV} or ./data]; downloaded there when absent."),
+    data_dir: Optional[Path] = typer.Option(None, help=f"Folder holding MNIST/raw/ (default: ${DATA_DIR_ENV} or ./data); downloaded there when absent."),
     download: bool = typer.Option(True, help="Download MNIST into --data-dir when it is not there."),
     out: Path = typer.Option(Path("checkpoints"), help="Where the checkpoint, metrics and plots go."),
     train_limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N training images (quick runs)."),
