@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -55,3 +56,19 @@ def main(
         output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
         recursive=recursive, max_pixels=max_pixels, resume=resume, quiet=quiet,
     ))
+
+
+def run() -> None:
+    """The console script: run the app, then leave without the interpreter's teardown of numpy, OpenCV and
+    ONNX Runtime (about a tenth of a 10,000-image run). Every file is closed and every stream flushed first."""
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that went away (`digits-infer -o - | head`)
+            pass
+    os._exit(code)

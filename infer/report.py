@@ -30,6 +30,9 @@ def run_with_progress(paths: list[str], quiet: bool = False, **options) -> int:
     except (ModelError, DeviceError, OutputError) as exc:
         say(f"digits-infer: error: {exc}")
         return 2
+    except BrokenPipeError:  # `-o - | head`: the reader has all it wanted
+        say("digits-infer: output closed by the reader; stopped")
+        return 1
     except KeyboardInterrupt:  # before the first image: nothing was written
         say("digits-infer: interrupted before classifying anything")
         return 130

@@ -165,3 +165,17 @@ def test_help_documents_exit_codes():
     text = " ".join(proc.stdout.split())
     for code in ("0 every image classified", "1 some images failed", "2 bad usage", "130 interrupted"):
         assert code in text
+
+
+def test_reader_closing_stdout_early_is_not_a_traceback(artifacts, mnist_pngs):
+    from tests.conftest import BIN
+
+    # 1000 rows (~150 kB) overflow the pipe's buffer, so writes after the reader leaves must fail.
+    process = subprocess.Popen([str(BIN / "digits-infer"), str(mnist_pngs), "--model-dir", str(artifacts), "-o", "-",
+                                "--batch-size", "16"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("path,prediction")
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr and "closed by the reader" in stderr
