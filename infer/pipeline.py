@@ -17,7 +17,7 @@ import numpy as np
 
 from infer.backends import Classifier
 from infer.limits import DEFAULT_MAX_PIXELS
-from infer.preprocess import SIZE, PreprocessError, preprocess_bytes
+from infer.preprocess import SIZE, PreprocessError, preprocess_bytes, to_float
 
 
 
@@ -67,13 +67,13 @@ class Preparer:
     read: Callable[[str, int], bytes] = read_file
 
     def __call__(self, paths: list[str]) -> Prepared:
-        images = np.empty((len(paths), 1, SIZE, SIZE), np.float32)
+        frames = np.empty((len(paths), 1, SIZE, SIZE), np.uint8)
         ok: list[int] = []
         errors: dict[int, str] = {}
         max_bytes = max(64 << 20, 8 * self.max_pixels)
         for index, path in enumerate(paths):
             try:
-                images[len(ok), 0] = preprocess_bytes(self.read(path, max_bytes), self.max_pixels)
+                frames[len(ok), 0] = preprocess_bytes(self.read(path, max_bytes), self.max_pixels)
                 ok.append(index)
             except PreprocessError as exc:
                 errors[index] = str(exc)
@@ -81,7 +81,7 @@ class Preparer:
                 errors[index] = os_reason(exc)
             except (cv2.error, ValueError, MemoryError) as exc:  # a decoder's own failure on a hostile file
                 errors[index] = f"cannot decode ({type(exc).__name__})"
-        return Prepared(paths, images[: len(ok)], ok, errors)
+        return Prepared(paths, to_float(frames[: len(ok)]), ok, errors)
 
 
 def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -178,16 +178,25 @@ def is_mnist_form(grey: np.ndarray) -> bool:
             and abs(moments["m01"] / moments["m00"] - centre) <= 1.0)
 
 
-def to_mnist(image: np.ndarray) -> np.ndarray:
-    """A decoded image (any depth, 1–4 channels) → 28×28 float32 in [0,1], white ink on black.
+def to_mnist_uint8(image: np.ndarray) -> np.ndarray:
+    """A decoded image (any depth, 1–4 channels) → 28×28 uint8, white ink on black.
 
     Images already in MNIST form pass through unchanged: normalising them again could only move them.
     """
     grey = ink_white_on_black(to_grey8(image))
-    frame = grey if is_mnist_form(grey) else centre_in_frame(ink_only(grey))
-    return frame.astype(np.float32) * np.float32(1 / 255)
+    return grey if is_mnist_form(grey) else centre_in_frame(ink_only(grey))
+
+
+def to_float(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames → float32 in [0,1], the model's input; done per batch, not per image."""
+    return frames.astype(np.float32) * np.float32(1 / 255)
+
+
+def to_mnist(image: np.ndarray) -> np.ndarray:
+    """A decoded image → 28×28 float32 in [0,1], white ink on black."""
+    return to_float(to_mnist_uint8(image))
 
 
 def preprocess_bytes(data: bytes, max_pixels: int) -> np.ndarray:
-    """File contents → 28×28 float32; raises PreprocessError with a one-line reason."""
-    return to_mnist(decode(data, max_pixels))
+    """File contents → 28×28 uint8 in MNIST form; raises PreprocessError with a one-line reason."""
+    return to_mnist_uint8(decode(data, max_pixels))

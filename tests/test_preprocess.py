@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from infer.preprocess import PreprocessError, is_mnist_form, preprocess_bytes, to_mnist
+from infer.preprocess import PreprocessError, is_mnist_form, preprocess_bytes, to_float, to_mnist
 from trainer.data import load_split
 
 MAX = 100_000_000
@@ -68,7 +68,7 @@ def test_transparent_background_png_with_dark_strokes(digits):
     bgra = np.zeros((120, 120, 4), np.uint8)  # black, fully transparent paper
     bgra[:, :, 3] = cv2.resize(image, (120, 120))  # black strokes drawn with alpha
     ok, png = cv2.imencode(".png", bgra)
-    out = preprocess_bytes(png.tobytes(), MAX)
+    out = to_float(preprocess_bytes(png.tobytes(), MAX))
     assert similarity(out, to_mnist(image)) > 0.9
     assert out.mean() < 0.4  # a digit, not a white square
 
@@ -78,7 +78,7 @@ def test_16_bit_and_colour_images_match_8_bit_grey(digits):
     reference = to_mnist(image)
     assert np.allclose(to_mnist(image.astype(np.uint16) * 257), reference, atol=1 / 255)
     ok, png16 = cv2.imencode(".png", image.astype(np.uint16) * 257)
-    assert np.allclose(preprocess_bytes(png16.tobytes(), MAX), reference, atol=1 / 255)
+    assert np.allclose(to_float(preprocess_bytes(png16.tobytes(), MAX)), reference, atol=1 / 255)
     colour = cv2.merge([255 - image, np.full_like(image, 255), 255 - image])  # green ink on white paper
     colour[:, :, 1] = 255 - image // 3
     assert similarity(to_mnist(colour), reference) > 0.95
