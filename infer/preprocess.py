@@ -7,17 +7,8 @@ centre of mass sits at the centre. An image already in MNIST form comes out near
 
 from __future__ import annotations
 
-import os
-
-from infer.limits import DEFAULT_MAX_PIXELS, OPENCV_PIXEL_LIMIT_ENV
-
-# OpenCV reads both once, when it loads: its decoders refuse images over this many pixels before allocating
-# them (digits-infer sets it from --max-pixels first), and its own warnings stay out of our stderr.
-os.environ.setdefault(OPENCV_PIXEL_LIMIT_ENV, str(DEFAULT_MAX_PIXELS))
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 SIZE = 28
 INK_BOX = 20

@@ -17,8 +17,10 @@ class RateColumn(ProgressColumn):
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`; the bar disappears when the block ends, leaving room for the summary line."""
+    """Yields `advance(n)`; the bar disappears when the block ends, leaving room for the summary line.
+    Shown on a terminal only: a log file gets the summary alone."""
     columns = (SpinnerColumn(), TextColumn("{task.completed:,.0f} images"), RateColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("classify", total=None)
         yield lambda count: progress.advance(task, count)

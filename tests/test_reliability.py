@@ -39,6 +39,7 @@ def test_every_bad_input_gets_exactly_one_row(artifacts, digit, tmp_path):
     out = tmp_path / "out.csv"
     proc = run_cli("digits-infer", folder, "--model-dir", artifacts, "-o", out)
     assert_clean_failure(proc, 1, "skipped 1 non-image")
+    assert proc.stderr.count("\n") == 1  # the summary alone: no decoder warnings, no per-file noise
     rows = read_rows(out)
     frame = pd.read_csv(out, keep_default_na=False)
     assert len(frame) == len(rows) == len(expected)

@@ -17,7 +17,7 @@ class RichReporter:
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         self._progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            console=self.console, transient=True, disable=not self.console.is_terminal,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps)
