@@ -14,7 +14,7 @@ import onnx
 
 from exporter.formats import FORMATS
 from exporter.manifest import (
-    MANIFEST_NAME, PARITY_NAME, ManifestError, build_manifest, graph_metadata, integrity_problems, read_manifest,
+    MANIFEST_NAME, PARITY_NAME, build_manifest, graph_metadata, integrity_problems, read_manifest,
 )
 from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport, check_parity, disable_tf32
 from exporter.wrapper import DeployedDigit

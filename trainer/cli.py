@@ -62,7 +62,7 @@ def main(
         paths = write_outputs(result, out, root)
     except (DataError, DeviceError, CheckpointError, ValueError) as exc:
         err.print(f"digits-train: error: {exc}", soft_wrap=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     summary = (
         f"test accuracy {result.test.accuracy:.4f} (epoch {result.chosen_epoch}, {len(result.test_labels)} images) "
         f"in {result.total_seconds:.0f}s on {result.device}; wrote {paths['checkpoint']}"
