@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+IMAGE_EXTENSIONS = frozenset(  # what OpenCV decodes (GIF since OpenCV 4.11)
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".gif"}
 )
 
 

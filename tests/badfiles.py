@@ -55,6 +55,7 @@ def write_cases(folder: Path, digit: np.ndarray) -> dict[str, str]:
         "pages.tiff": (pillow_bytes(grey, "TIFF", save_all=True, append_images=[grey.rotate(90)]), "ok"),
         "deep16.tif": (pillow_bytes(Image.fromarray(big.astype(np.uint16) * 257), "TIFF"), "ok"),
         "photo.webp": (pillow_bytes(grey, "WEBP", quality=95), "ok"),
+        "anim.gif": (pillow_bytes(grey.convert("P"), "GIF", save_all=True, append_images=[grey.rotate(90).convert("P")]), "ok"),
         "dot.png": (cv2.imencode(".png", np.full((1, 1), 200, np.uint8))[1].tobytes(), "no ink found"),
         "strip.png": (cv2.imencode(".png", strip)[1].tobytes(), "ok"),
         "bomb.png": (huge_png(50000, 50000), "over --max-pixels"),

@@ -216,14 +216,14 @@ def test_untrustworthy_artifacts_exit_2(artifacts, tmp_path, case, needle):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_a_few_thousand_files_with_bad_ones_mixed_in(artifacts, many_pngs, digit, tmp_path):
-    folder = tmp_path / "load"
-    shutil.copytree(many_pngs / "set0", folder / "good")
-    expected = write_cases(folder / "bad", digit)
+def test_a_few_thousand_files_with_bad_ones_mixed_in(artifacts, many_pngs, clean_run, digit, tmp_path):
+    bad = tmp_path / "bad"
+    expected = write_cases(bad, digit)
     out = tmp_path / "out.csv"
-    proc = run_cli("digits-infer", folder, "--model-dir", artifacts, "-o", out, "--quiet")
+    proc = run_cli("digits-infer", many_pngs, bad, "--model-dir", artifacts, "-o", out, "--quiet")
     assert proc.returncode == 1 and proc.stderr == ""
     rows = read_rows(out)
+    assert len(rows) == len(clean_run) + len(expected) == 4000 + len(expected)
+    assert [r for r in rows if r["path"] in clean_run] == list(clean_run.values())  # good files: as a clean run
     failures = [name for name, outcome in expected.items() if outcome != "ok"]
-    assert len(rows) == 1000 + len(expected)
     assert sum(1 for r in rows if r["error"]) == len(failures)
