@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.arith import growth, pipeline_limit, rate, ratio
 from bench.mnist_png import write_mnist_pngs
+from bench.scans import write_scans
 from trainer.data import resolve_data_dir
 
 HERE = Path(__file__).resolve().parent
@@ -29,8 +30,8 @@ BIN = Path(sys.executable).parent
 BACKEND_FORMATS = {"onnx": "onnx", "torch": "torchscript"}
 
 
-def png_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.glob("*.png"))
+def image_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
 
 
 def measure_decode(files: list[str], batch_size: int, workers: int) -> tuple[float, np.ndarray]:
@@ -120,10 +121,10 @@ def infer_command(paths: list[str], model_dir: Path, out: Path, backend: str, de
             "--device", device, "--batch-size", str(batch), "--quiet"]
 
 
-def measure_end_to_end(folder: Path, model_dir: Path, backend: str, device: str, batch: int, scratch: Path,
+def measure_end_to_end(folder: Path, model_dir: Path, backend: str, device: str, batch: int, out: Path,
                        repeats: int) -> float:
     """Median wall seconds of digits-infer on the whole folder, as a user runs it (start-up and CSV included)."""
-    command = infer_command([str(folder)], model_dir, scratch / f"{backend}.csv", backend, device, batch)
+    command = infer_command([str(folder)], model_dir, out, backend, device, batch)
     if run_process(command)[1] != 0:
         raise SystemExit(f"bench: digits-infer --backend {backend} failed on {folder}")
     return median_wall(command, repeats)
@@ -137,7 +138,7 @@ def measure_memory(folder: Path, files: int, model_dir: Path, batch: int, scratc
     """Peak RSS of digits-infer (onnx) on the 10k folder and on `files` hard-linked copies of it, and the
     whole-process rate on the large run (start-up amortised)."""
     copies = scratch / "many"
-    sources = png_files(folder)
+    sources = image_files(folder)
     for made in range(0, files, len(sources)):
         part = copies / f"part{made // len(sources):03d}"
         part.mkdir(parents=True)
@@ -149,6 +150,22 @@ def measure_memory(folder: Path, files: int, model_dir: Path, batch: int, scratc
     shutil.rmtree(copies)
     return {"rss_mib_small": small / 1024, "rss_mib_large": large / 1024, "files_small": len(sources),
             "files_large": files, "growth": growth(small, large), "images_per_s_large": rate(files, seconds)}
+
+
+def measure_scans(data_dir: Path, args: argparse.Namespace, cores: int, scratch: Path) -> dict[str, float]:
+    """The same stages on synthetic scans (64–160 px, paper, pen, transparent PNG, JPEG), which take the full
+    preprocessing path that MNIST-form images skip; with the accuracy digits-infer reaches on them."""
+    from infer.score import accuracy
+
+    folder = args.cache / f"scans_{args.scans}"
+    write_scans(data_dir, folder, args.scans)
+    files = image_files(folder)
+    decode_rate, _ = measure_decode(files, args.batch_size, cores)
+    out = scratch / "scans.csv"
+    seconds = measure_end_to_end(folder, args.model_dir, "onnx", args.device, args.batch_size, out, args.repeats)
+    correct, total = accuracy(out, folder / "labels.csv")
+    return {"images": len(files), "decode_preprocess_images_per_s": decode_rate,
+            "end_to_end_images_per_s": rate(len(files), seconds), "accuracy": correct / max(total, 1)}
 
 
 def measure_training(data_dir: Path, device: str) -> dict[str, float]:
@@ -190,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
     cores = os.cpu_count() or 1
     folder = args.cache / f"mnist_png_{args.images}"
     write_mnist_pngs(data_dir, folder, args.images)
-    files = png_files(folder)
+    files = image_files(folder)
     results: dict = {"machine": {"cores": cores, "platform": platform.platform(), "python": platform.python_version(),
                                  "processor": platform.processor() or platform.machine()},
                      "images": len(files), "batch_size": args.batch_size, "device": args.device}
@@ -207,8 +224,8 @@ def run(args: argparse.Namespace) -> dict:
         for backend in ("onnx", "torch"):
             model_rate, used = measure_model(backend, args.model_dir, tensors, args.batch_size, args.device, cores)
             limit = pipeline_limit(decode_rate, model_rate)
-            seconds = measure_end_to_end(folder, args.model_dir, backend, args.device, args.batch_size, scratch,
-                                         args.repeats)
+            seconds = measure_end_to_end(folder, args.model_dir, backend, args.device, args.batch_size,
+                                         scratch / f"{backend}.csv", args.repeats)
             one = infer_command([files[0]], args.model_dir, scratch / "one.csv", backend, args.device, args.batch_size)
             startup = median_wall(one, args.repeats)
             e2e, steady = rate(len(files), seconds), rate(len(files), seconds - startup)
@@ -221,6 +238,8 @@ def run(args: argparse.Namespace) -> dict:
         infer_one = backends["onnx"]["one_image_s"]
         results["startup"] = {"digits_infer_one_image_s": infer_one, "python_import_torch_s": import_torch,
                               "ratio": ratio(infer_one, import_torch)}
+        if args.scans:
+            results["scans"] = measure_scans(data_dir, args, cores, scratch)
         if args.memory_files:
             results["memory"] = measure_memory(folder, args.memory_files, args.model_dir, args.batch_size, scratch)
     if args.train:
@@ -267,6 +286,11 @@ def show(results: dict) -> None:
         table.add_row(f"{name}:   same, less its {row['one_image_s']:.2f}s start-up", f"{row['steady_images_per_s']:,.0f}",
                       f"{ratio(row['steady_images_per_s'], naive):.1f}×", f"{row['steady_vs_limit']:.0%}")
     console.print(table)
+    if "scans" in results:
+        sc = results["scans"]
+        console.print(f"scans ({sc['images']:,} synthetic, full preprocessing path): decode+preprocess "
+                      f"{sc['decode_preprocess_images_per_s']:,.0f} images/s on all cores; digits-infer (onnx) end to "
+                      f"end {sc['end_to_end_images_per_s']:,.0f} images/s; accuracy {sc['accuracy']:.2%}")
     s = results["startup"]
     console.print(f"start-up: digits-infer on one image (onnx) {s['digits_infer_one_image_s']:.2f}s vs "
                   f"python -c 'import torch' {s['python_import_torch_s']:.2f}s → {s['ratio']:.2f}×")
@@ -292,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("artifacts"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
+    parser.add_argument("--scans", type=int, default=2000, help="synthetic scans for the scan rows; 0 skips them")
     parser.add_argument("--memory-files", type=int, default=100000, help="files for the RSS run; 0 skips it")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each whole-process timing (median)")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True, help="time one epoch each")

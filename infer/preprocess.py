@@ -96,13 +96,25 @@ def ink_white_on_black(grey: np.ndarray) -> np.ndarray:
     return cv2.bitwise_not(grey) if border_sum > 127.5 * border_count else grey
 
 
+def remove_background(grey: np.ndarray) -> np.ndarray:
+    """Uneven lighting: subtract the slowly varying paper (a top-hat, strokes being narrower than its kernel).
+
+    The background is estimated by a morphological opening on a copy shrunk to about 48 px: a quarter of the
+    image wide kernel on the full image would cost milliseconds, the shrunk one costs microseconds.
+    """
+    height, width = grey.shape
+    factor = max(1, min(height, width) // 48)
+    small = cv2.resize(grey, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+    k = max(3, min(small.shape) // 4) | 1
+    background = cv2.morphologyEx(small, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return cv2.subtract(grey, cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR))
+
+
 def ink_only(grey: np.ndarray) -> np.ndarray:
     """Ink stretched to full white, paper, texture, shading and specks set to 0."""
     height, width = grey.shape
     if min(height, width) >= 64:
-        # Uneven lighting: remove the slowly varying background, keeping strokes narrower than the kernel.
-        k = max(15, min(height, width) // 4) | 1
-        grey = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        grey = remove_background(grey)
     low, high, _, _ = cv2.minMaxLoc(grey)
     if high - low < MIN_CONTRAST:
         raise PreprocessError("no ink found")
