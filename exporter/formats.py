@@ -6,6 +6,7 @@ A runner maps float32 N×1×28×28 pixels to float32 N×10 probabilities (numpy 
 
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ def _torch_runner(module: torch.nn.Module, device: str) -> Runner:
 
 
 def eager_runner(model: DeployedDigit, device: str) -> Runner:
-    return _torch_runner(model.to(device).eval(), device)
+    """A runner on its own copy for another device: `.to()` moves a module in place, which would move the
+    CPU reference's weights too."""
+    module = model if device == "cpu" else copy.deepcopy(model).to(device)
+    return _torch_runner(module.eval(), device)
 
 
 def torchscript_runner(path: Path, device: str) -> Runner:

@@ -23,7 +23,7 @@ class InferOptions:
     model_dir: Path = Path("artifacts")
     output: Path | None = Path("predictions.csv")  # None: stdout
     batch_size: int = 256
-    workers: int = field(default_factory=lambda: default_workers())
+    workers: int = field(default_factory=default_workers)
     recursive: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     resume: bool = False
