@@ -18,7 +18,7 @@ from exporter.manifest import (
 )
 from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport, check_parity, disable_tf32
 from exporter.wrapper import DeployedDigit
-from trainer.checkpoint import CheckpointError, load_checkpoint
+from trainer.checkpoint import CheckpointError, load_checkpoint, metadata_value
 from trainer.data import file_sha256, load_split, to_float
 
 
@@ -81,7 +81,7 @@ def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[
     model, ckpt_meta = load_checkpoint(checkpoint)
     checkpoint_sha256 = file_sha256(checkpoint)
     metrics = _read_metrics(checkpoint)
-    test_accuracy = metrics.get("test_accuracy", json.loads(ckpt_meta.get("test_accuracy", "null")))
+    test_accuracy = metrics.get("test_accuracy", metadata_value(ckpt_meta, "test_accuracy"))
     deployed = DeployedDigit(model)
     metadata = graph_metadata(checkpoint_sha256, test_accuracy)
     images, labels = parity_images(settings)

@@ -2,7 +2,7 @@
 
 Steps: decode (bytes, any depth, alpha), grey, ink made white on black, ink found by blur + Otsu with specks
 ignored, crop to the ink, longer side resized to 20 px keeping the aspect ratio, pasted into 28×28 so that its
-centre of mass sits at the centre. An image already in MNIST form comes out nearly unchanged.
+centre of mass sits at the centre. An image already in MNIST form comes out unchanged.
 """
 
 from __future__ import annotations

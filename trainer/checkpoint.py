@@ -46,8 +46,8 @@ def load_checkpoint(path: Path) -> tuple[Digit, dict[str, str]]:
 
 
 def metadata_value(metadata: dict[str, str], key: str) -> object:
-    """Decode one metadata entry written by save_checkpoint."""
-    raw = metadata[key]
+    """Decode one metadata entry written by save_checkpoint (None when absent)."""
+    raw = metadata.get(key, "null")
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
