@@ -6,22 +6,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS ?= dev
 TRAIN_FLAGS ?=
 EXPORT_FLAGS ?=
 BENCH_FLAGS ?=
+NPROC ?= 1
 
-.PHONY: install train export classify demo test bench clean
+.PHONY: install train export classify demo test test-fast lint bench gpu-check clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 train: $(STAMP)
+ifeq ($(NPROC),1)
 	$(BIN)/digits-train $(TRAIN_FLAGS)
+else
+	$(BIN)/torchrun --standalone --nproc-per-node $(NPROC) -m trainer $(TRAIN_FLAGS)
+endif
 
 export: $(STAMP)
 	$(BIN)/digits-export $(EXPORT_FLAGS)
@@ -35,8 +41,17 @@ demo: train export classify
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_FLAGS)
 
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu_check
+
 clean:
-	rm -rf checkpoints artifacts predictions.csv predictions.csv.partial bench/.cache bench/results
+	rm -rf checkpoints artifacts predictions.csv predictions.csv.partial report.html bench/.cache bench/results

@@ -16,7 +16,7 @@ def write_mnist_pngs(data_dir: Path, folder: Path, count: int | None = None) -> 
     split = load_split(data_dir, train=False).subset(count)
     folder.mkdir(parents=True, exist_ok=True)
     labels = []
-    for index, (image, label) in enumerate(zip(split.images.numpy(), split.labels.tolist())):
+    for index, (image, label) in enumerate(zip(split.images.numpy(), split.labels.tolist(), strict=True)):
         path = folder / f"{index:05d}.png"
         if not path.exists():
             cv2.imwrite(str(path), np.ascontiguousarray(image))

@@ -23,12 +23,12 @@ import numpy as np
 from bench.arith import growth, pipeline_limit, rate, ratio
 from bench.mnist_png import write_mnist_pngs
 from bench.scans import write_scans
-from infer.backends import DeviceError
+from infer.contract import ArtifactError, read_manifest
+from infer.devices import DeviceError
 from trainer.data import resolve_data_dir
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-BACKEND_FORMATS = {"onnx": "onnx", "torch": "torchscript"}
 
 
 def image_files(folder: Path) -> list[str]:
@@ -68,11 +68,10 @@ def _noop(_: int) -> None:
 def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size: int, device: str,
                   threads: int, repeats: int = 3) -> tuple[float, str]:
     """images/s of one backend on already preprocessed tensors (best of `repeats` passes)."""
-    from infer.artifacts import locate
     from infer.backends import BACKENDS
 
     row = BACKENDS[backend]
-    opened = row.open(locate(model_dir, row.artifact), device, threads)
+    opened = row.open(read_manifest(model_dir).trusted_file(row.artifact), device, threads)
     opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
     best = 0.0
     for _ in range(repeats):
@@ -196,10 +195,14 @@ def measure_training(data_dir: Path, device: str) -> dict[str, float]:
 
 
 def ensure_model(model_dir: Path) -> Path:
-    manifest = model_dir / "manifest.json"
-    if not manifest.is_file():
-        raise SystemExit(f"bench: {manifest} not found; run `make train export` first")
-    return Path(json.loads(manifest.read_text())["source"]["checkpoint"])
+    """The source checkpoint of the exported model (for the naive loop), found through its manifest."""
+    try:
+        checkpoint = read_manifest(model_dir).checkpoint_path()
+    except ArtifactError as exc:
+        raise SystemExit(f"bench: {exc}; run `make train export` first") from None
+    if checkpoint is None or not checkpoint.is_file():
+        raise SystemExit(f"bench: the source checkpoint {checkpoint} of {model_dir} is gone; run `make train export`")
+    return checkpoint
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -295,7 +298,8 @@ def show(results: dict) -> None:
         table.add_row(f"{name}: limit 1/(1/decode+1/model)", f"{row['limit_images_per_s']:,.0f}", "", "")
         table.add_row(f"{name}: digits-infer end to end", f"{row['end_to_end_images_per_s']:,.0f}",
                       f"{row['vs_naive']:.1f}×", f"{row['vs_limit']:.0%}")
-        table.add_row(f"{name}:   same, less its {row['one_image_s']:.2f}s start-up", f"{row['steady_images_per_s']:,.0f}",
+        table.add_row(f"{name}:   same, less its {row['one_image_s']:.2f}s start-up",
+                      f"{row['steady_images_per_s']:,.0f}",
                       f"{ratio(row['steady_images_per_s'], naive):.1f}×", f"{row['steady_vs_limit']:.0%}")
     console.print(table)
     for name, reason in results.get("skipped", {}).items():

@@ -60,7 +60,7 @@ def write_scans(data_dir: Path, folder: Path, count: int, seed: int = 11) -> Non
     rng = np.random.default_rng(seed)
     split = load_split(data_dir, train=False).subset(count)
     rows = []
-    for index, (digit, label) in enumerate(zip(split.images.numpy(), split.labels.tolist())):
+    for index, (digit, label) in enumerate(zip(split.images.numpy(), split.labels.tolist(), strict=True)):
         style, canvas, ext = BENCH_STYLES[index % len(BENCH_STYLES)]
         name = f"{index:05d}_{style}{ext}"
         cv2.imwrite(str(folder / name), MAKERS[style](digit, canvas, rng))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from exporter.export import ExportDeviceError, ParitySettings, export, verify
-from exporter.manifest import ManifestError
+from exporter.export import ParitySettings, export, verify
 from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport
+from infer.contract import ArtifactError
+from infer.devices import Device, DeviceError
 from trainer.checkpoint import CheckpointError
 from trainer.data import DATA_DIR_ENV, DataError, resolve_data_dir
 
@@ -25,13 +24,8 @@ out_console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def _settings(data_dir: Optional[Path], parity_samples: Optional[int], device: Device,
-              atol: Optional[float], cuda_atol: float) -> ParitySettings:
+def _settings(data_dir: Path | None, parity_samples: int | None, device: Device,
+              atol: float | None, cuda_atol: float) -> ParitySettings:
     return ParitySettings(resolve_data_dir(data_dir), parity_samples, device.value,
                           CPU_ATOL if atol is None else atol, cuda_atol)
 
@@ -48,15 +42,18 @@ def _show(report: ParityReport) -> None:
         out_console.print(f"skipped {line}", markup=False)
 
 
-def _fail(exc: Exception) -> None:
-    err.print(f"digits-export: error: {exc}")
+def _fail(exc: Exception, device: Device) -> None:
+    prefix = f"--device {device.value}: " if isinstance(exc, DeviceError) else ""
+    err.print(f"digits-export: error: {prefix}{exc}")
     raise typer.Exit(2)
 
 
 # Options shared by export and verify.
-DATA_DIR = typer.Option(None, help=f"Folder holding MNIST/raw/ for the parity images (default: ${DATA_DIR_ENV} or ./data).")
+DATA_DIR = typer.Option(None, help="Folder holding MNIST/raw/ for the parity images "
+                        f"(default: ${DATA_DIR_ENV} or ./data).")
 PARITY_SAMPLES = typer.Option(None, min=1, help="Parity on the first N test images (default: all 10,000).")
-DEVICE = typer.Option(Device.cpu, help="cuda adds eager-CUDA and ONNX Runtime CUDA rows (exit 2 without CUDA).")
+DEVICE = typer.Option(Device.cpu, help="cuda adds eager-CUDA and CUDA rows for each format (exit 2 without CUDA); "
+                      "auto adds them when CUDA works.")
 ATOL = typer.Option(None, min=0.0, help=f"Max |Δ probability| allowed on the CPU (default: {CPU_ATOL:g}).")
 CUDA_ATOL_OPTION = typer.Option(CUDA_ATOL, min=0.0, help="Max |Δ probability| allowed for CUDA rows "
                                 "(fp32 with TF32 off; GPU kernels sum in another order).")
@@ -67,10 +64,10 @@ def main(
     ctx: typer.Context,
     checkpoint: Path = typer.Option(Path("checkpoints/digit.safetensors"), help="The trainer's checkpoint."),
     out: Path = typer.Option(Path("artifacts"), help="The artifacts folder to write (replaced atomically)."),
-    data_dir: Optional[Path] = DATA_DIR,
-    parity_samples: Optional[int] = PARITY_SAMPLES,
+    data_dir: Path | None = DATA_DIR,
+    parity_samples: int | None = PARITY_SAMPLES,
     device: Device = DEVICE,
-    atol: Optional[float] = ATOL,
+    atol: float | None = ATOL,
     cuda_atol: float = CUDA_ATOL_OPTION,
 ) -> None:
     """Export the checkpoint into OUT (ONNX, TorchScript, manifest.json, parity.json) and check parity."""
@@ -79,8 +76,8 @@ def main(
     settings = _settings(data_dir, parity_samples, device, atol, cuda_atol)
     try:
         manifest, report = export(checkpoint, out, settings)
-    except (CheckpointError, DataError, ExportDeviceError) as exc:
-        _fail(exc)
+    except (CheckpointError, DataError, DeviceError) as exc:
+        _fail(exc, device)
     _show(report)
     sizes = ", ".join(f"{v['file']} {v['bytes'] / 1e6:.2f} MB" for v in manifest["artifacts"].values())
     out_console.print(f"wrote {out}/ ({sizes}); parity {'passed' if report.passed else 'FAILED'}", markup=False)
@@ -90,19 +87,21 @@ def main(
 @app.command("verify")
 def verify_command(
     folder: Path = typer.Argument(Path("artifacts"), help="An artifacts folder written by digits-export."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Eager reference (default: the manifest's source, if present)."),
-    data_dir: Optional[Path] = DATA_DIR,
-    parity_samples: Optional[int] = PARITY_SAMPLES,
+    checkpoint: Path | None = typer.Option(None, help="Eager reference (default: the manifest's source, if present)."),
+    data_dir: Path | None = DATA_DIR,
+    parity_samples: int | None = PARITY_SAMPLES,
     device: Device = DEVICE,
-    atol: Optional[float] = ATOL,
+    atol: float | None = ATOL,
     cuda_atol: float = CUDA_ATOL_OPTION,
 ) -> None:
     """Re-check FOLDER: files present, sha256 as in the manifest, ONNX checker, parity on real test images."""
     settings = _settings(data_dir, parity_samples, device, atol, cuda_atol)
     try:
         result = verify(folder, settings, checkpoint)
-    except (CheckpointError, DataError, ExportDeviceError, ManifestError) as exc:
-        _fail(exc)
+    except (CheckpointError, DataError, DeviceError, ArtifactError) as exc:
+        _fail(exc, device)
+    if result.note:
+        err.print(f"digits-export verify: note: {result.note}")
     for problem in result.problems:
         err.print(f"digits-export verify: {problem}")
     if result.report is not None:

@@ -13,36 +13,28 @@ import numpy as np
 import onnx
 
 from exporter.formats import FORMATS
-from exporter.manifest import (
-    MANIFEST_NAME, PARITY_NAME, build_manifest, graph_metadata, integrity_problems, read_manifest,
-)
-from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport, check_parity, disable_tf32
+from exporter.manifest import build_manifest, graph_metadata, integrity_problems
+from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport, check_parity
 from exporter.wrapper import DeployedDigit
+from infer.contract import MANIFEST_NAME, PARITY_NAME, file_sha256, read_manifest
+from infer.devices import Device, torch_device
 from trainer.checkpoint import CheckpointError, load_checkpoint, metadata_value
-from trainer.data import file_sha256, load_split, to_float
-
-
-class ExportDeviceError(Exception):
-    """--device cuda on a machine where CUDA cannot run."""
+from trainer.data import load_split, to_float
 
 
 @dataclass(frozen=True)
 class ParitySettings:
     data_dir: Path
     samples: int | None = None  # None: the full 10k test set
-    device: str = "cpu"  # "cuda" adds CUDA rows
+    device: str = Device.cpu  # cuda adds CUDA rows
     cpu_atol: float = CPU_ATOL
     cuda_atol: float = CUDA_ATOL
 
     def devices(self) -> list[str]:
-        if self.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ExportDeviceError("--device cuda was asked for, but torch sees no CUDA device on this machine")
-            disable_tf32()
-            return ["cpu", "cuda"]
-        return ["cpu"]
+        """The CPU always (the reference runs there), plus CUDA when asked for; DeviceError without it."""
+        if self.device == Device.cpu:
+            return ["cpu"]
+        return ["cpu", "cuda"] if torch_device(self.device) == "cuda" else ["cpu"]
 
 
 def parity_images(settings: ParitySettings) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +87,7 @@ def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[
         report = check_parity(staging, images, labels, devices, eager=deployed,
                               cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol)
         (staging / PARITY_NAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        manifest = build_manifest(staging, checkpoint, checkpoint_sha256, metrics, report)
+        manifest = build_manifest(staging, out, checkpoint, checkpoint_sha256, metrics, report)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(staging, out)
     except BaseException:
@@ -108,36 +100,48 @@ def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[
 class Verification:
     problems: list[str]
     report: ParityReport | None
+    note: str = ""  # why the reference is not the source checkpoint, when it is not
 
     @property
     def passed(self) -> bool:
         return not self.problems and self.report is not None and self.report.passed
 
 
+def reference_model(manifest, checkpoint: Path | None) -> tuple[DeployedDigit | None, str]:
+    """The eager reference: the given checkpoint (which must be the source), else the manifest's source
+    checkpoint resolved next to the manifest; None with the reason when it is not there."""
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"{checkpoint}: checkpoint not found")
+        if file_sha256(checkpoint) != manifest.source_sha256:
+            raise CheckpointError(f"{checkpoint}: not the checkpoint this folder was exported from (sha256 differs)")
+        return DeployedDigit(load_checkpoint(checkpoint)[0]), ""
+    source = manifest.checkpoint_path()
+    if source is None or not source.is_file():
+        return None, f"source checkpoint {source} not found: TorchScript on the CPU is the reference"
+    if file_sha256(source) != manifest.source_sha256:
+        return None, f"{source} changed since export: TorchScript on the CPU is the reference"
+    return DeployedDigit(load_checkpoint(source)[0]), ""
+
+
 def verify(folder: Path, settings: ParitySettings, checkpoint: Path | None = None) -> Verification:
     """Re-check an artifacts folder: files and hashes, the ONNX checker, then parity on real test images.
 
-    The eager reference is the source checkpoint (the manifest's path unless given) when it is present and its
-    sha256 matches; otherwise TorchScript on the CPU is the reference and the report says so.
+    The eager reference is the source checkpoint (`checkpoint`, else the manifest's, found relative to the
+    manifest) when it is present and unchanged; otherwise TorchScript on the CPU, and `note` says why.
     """
     devices = settings.devices()
     manifest = read_manifest(folder)
-    problems = integrity_problems(folder, manifest)
+    problems = integrity_problems(manifest)
     if problems:
         return Verification(problems, None)
-    onnx_path = folder / manifest["artifacts"]["onnx"]["file"]
+    onnx_path = manifest.verified_file("onnx")
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except onnx.checker.ValidationError as exc:
         return Verification([f"{onnx_path}: ONNX checker failed ({str(exc).splitlines()[0]})"], None)
-    eager = None
-    source = checkpoint or Path(manifest["source"]["checkpoint"])
-    if source.is_file() and file_sha256(source) == manifest["source"]["sha256"]:
-        eager = DeployedDigit(load_checkpoint(source)[0])
-    elif checkpoint is not None:
-        raise CheckpointError(f"{checkpoint}: not the checkpoint this folder was exported from (sha256 differs)")
+    eager, note = reference_model(manifest, checkpoint)
     images, labels = parity_images(settings)
     report = check_parity(folder, images, labels, devices, eager=eager,
                           cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol)
-    return Verification([], report)
-
+    return Verification([], report, note)

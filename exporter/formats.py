@@ -18,7 +18,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from exporter.wrapper import INPUT_NAME, OUTPUT_NAME, DeployedDigit
+from exporter.wrapper import DeployedDigit
+from infer.contract import INPUT_NAME, OUTPUT_NAME
 
 ONNX_OPSET = 18
 Runner = Callable[[np.ndarray], np.ndarray]

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from exporter.formats import FORMATS, BackendUnavailable, Runner, eager_runner
 from exporter.wrapper import DeployedDigit
@@ -99,8 +98,3 @@ def check_parity(artifact_dir: Path, images: np.ndarray, labels: np.ndarray, dev
         report.rows.append(compare_row(backend, device, probs, reference, labels, atol, device != "cpu"))
     return report
 
-
-def disable_tf32() -> None:
-    """CUDA convolutions default to TF32 (10-bit mantissa), which breaks fp32 parity; use full fp32."""
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False

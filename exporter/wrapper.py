@@ -11,10 +11,6 @@ import torch.nn as nn
 
 from trainer.model import MNIST_MEAN, MNIST_STD, Digit
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-LABELS = [str(d) for d in range(10)]
-
 
 class DeployedDigit(nn.Module):
     def __init__(self, digit: Digit) -> None:

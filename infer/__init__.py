@@ -2,11 +2,12 @@
 
 import os as _os
 
-from infer.limits import DEFAULT_MAX_PIXELS as _DEFAULT_MAX_PIXELS
-from infer.limits import OPENCV_PIXEL_LIMIT_ENV as _OPENCV_PIXEL_LIMIT_ENV
+from infer.options import MAX_PIXELS_LIMIT as _MAX_PIXELS_LIMIT
+from infer.options import OPENCV_PIXEL_LIMIT_ENV as _OPENCV_PIXEL_LIMIT_ENV
 
-# OpenCV reads both once, when it loads, so they are set before any module of this package imports it: its
-# decoders refuse images over this many pixels before allocating them (digits-infer sets it from --max-pixels),
-# and its own warnings stay out of our stderr (each failure is reported once, in the CSV).
-_os.environ.setdefault(_OPENCV_PIXEL_LIMIT_ENV, str(_DEFAULT_MAX_PIXELS))
+# OpenCV reads both once, when it loads, so they are set before any module of this package imports it. The
+# pixel limit each run asks for is enforced from the image's header before decoding (infer.imageinfo), so
+# OpenCV's own cap only has to allow the largest limit a run may ask for; and OpenCV's warnings stay out of
+# our stderr (each failure is reported once, in the CSV).
+_os.environ.setdefault(_OPENCV_PIXEL_LIMIT_ENV, str(_MAX_PIXELS_LIMIT))
 _os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

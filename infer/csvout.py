@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from infer.pipeline import Row
 
@@ -23,12 +23,13 @@ class OutputError(Exception):
     """The output cannot be written or resumed. One line; digits-infer exits 2."""
 
 
-def format_row(row: Row) -> list[str]:
+def format_row(row: Row, labels: Sequence[str]) -> list[str]:
+    """One CSV row; the prediction is written as the manifest's label of the most probable class."""
     if row.probabilities is None:
         return [row.path, "", "", *[""] * 10, row.error]
     probs = row.probabilities.tolist()  # Python floats format several times faster than numpy scalars
     best = max(range(10), key=probs.__getitem__)
-    return [row.path, str(best), *(PROBABILITY_FORMAT % (probs[best], *probs)).split(","), ""]
+    return [row.path, labels[best], *(PROBABILITY_FORMAT % (probs[best], *probs)).split(","), ""]
 
 
 def partial_path(output: Path) -> Path:
@@ -55,13 +56,14 @@ class CsvSink:
     """Where rows go: a file (via OUTPUT.partial) or stdout. Tracks what is already done for --resume."""
 
     output: Path | None  # None: stdout
+    labels: Sequence[str]
     resume: bool = False
     done: set[str] = field(default_factory=set)
     previous_errors: int = 0
     _file: TextIO | None = None
-    _writer: "csv._writer | None" = None
+    _writer: csv._writer | None = None
 
-    def open(self) -> "CsvSink":
+    def open(self) -> CsvSink:
         if self.output is None:
             if self.resume:
                 raise OutputError("--resume needs an output file (-o PATH), not stdout")
@@ -102,7 +104,7 @@ class CsvSink:
 
     def write(self, rows: list[Row]) -> None:
         """Append one batch and flush it, so a crash loses at most the batch being written."""
-        self._writer.writerows(format_row(r) for r in rows)
+        self._writer.writerows(format_row(r, self.labels) for r in rows)
         self._file.flush()
 
     def finish(self) -> None:

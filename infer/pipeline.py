@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 
 from infer.backends import Classifier
-from infer.limits import DEFAULT_MAX_PIXELS
+from infer.options import DEFAULT_MAX_PIXELS
 from infer.preprocess import SIZE, PreprocessError, preprocess_bytes, to_float
-
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def rows_of(prepared: Prepared, classify: Classifier, display: Callable[[str], str]) -> list[Row]:
     probabilities = classify(prepared.images) if prepared.ok else np.empty((0, 10), np.float32)
-    by_index = dict(zip(prepared.ok, probabilities))
+    by_index = dict(zip(prepared.ok, probabilities, strict=True))
     return [
         Row(display(path), by_index.get(i), prepared.errors.get(i, ""))
         for i, path in enumerate(prepared.paths)

@@ -1,13 +1,18 @@
-"""What the user sees on stderr: the progress bar (infer.progress), then one summary or error line."""
+"""What the user sees on stderr: the progress bar (infer.progress), then one summary or error line.
+
+The library's errors say what is wrong; this is where they get the name of the flag that caused them.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from infer.artifacts import ModelError
-from infer.backends import DeviceError
+from infer.backends import MissingExtra
+from infer.contract import ArtifactError
 from infer.csvout import OutputError
-from infer.run import InferOptions, Interrupted, Summary, classify_paths
+from infer.devices import DeviceError
+from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions
+from infer.run import Interrupted, Summary, classify_paths
 
 
 def describe(summary: Summary) -> str:
@@ -17,33 +22,36 @@ def describe(summary: Summary) -> str:
             f"{resumed}; {summary.images_per_second:,.0f} images/s on {summary.device}; wrote {where}")
 
 
-def run_with_progress(paths: list[str], quiet: bool = False, **options) -> int:
+def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = False) -> int:
     """Run classify_paths with a progress bar; returns the process exit code (documented in the CLI help)."""
     try:
         if quiet:  # rich is not even imported: batch jobs start faster
-            summary = classify_paths(paths, InferOptions(**options))
+            summary = classify_paths(paths, options)
         else:
             from infer.progress import progress_bar
 
             with progress_bar() as advance:
-                summary = classify_paths(paths, InferOptions(**options), on_batch=lambda rows: advance(len(rows)))
-    except (ModelError, DeviceError, OutputError) as exc:
+                summary = classify_paths(paths, options, on_batch=lambda rows: advance(len(rows)))
+    except DeviceError as exc:
+        say(f"digits-infer: error: --device {options.device}: {exc}")
+        return EXIT_USAGE
+    except (ArtifactError, OutputError, MissingExtra) as exc:
         say(f"digits-infer: error: {exc}")
-        return 2
+        return EXIT_USAGE
     except BrokenPipeError:  # `-o - | head`: the reader has all it wanted
         say("digits-infer: output closed by the reader; stopped")
-        return 1
+        return EXIT_SOME_FAILED
     except KeyboardInterrupt:  # before the first image: nothing was written
         say("digits-infer: interrupted before classifying anything")
-        return 130
+        return EXIT_INTERRUPTED
     except Interrupted as stop:
         where = f"kept in {stop.partial}" if stop.partial else "already written"
         say(f"digits-infer: interrupted after {stop.summary.classified + stop.summary.failed} images; "
             f"rows so far are {where}. Run the same command with --resume to finish.")
-        return 130
+        return EXIT_INTERRUPTED
     if not quiet:
         say(describe(summary))
-    return 1 if summary.any_failed else 0
+    return EXIT_SOME_FAILED if summary.any_failed else 0
 
 
 def say(line: str) -> None:

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from infer.artifacts import locate
 from infer.backends import BACKENDS
+from infer.contract import read_manifest
 from infer.csvout import CsvSink, partial_path
 from infer.discover import Walk, display_path
-from infer.limits import DEFAULT_MAX_PIXELS, default_workers
+from infer.options import InferOptions
 from infer.pipeline import Preparer, Row, classify_batches
-
-
-@dataclass(frozen=True)
-class InferOptions:
-    backend: str = "onnx"
-    device: str = "auto"
-    model_dir: Path = Path("artifacts")
-    output: Path | None = Path("predictions.csv")  # None: stdout
-    batch_size: int = 256
-    workers: int = field(default_factory=default_workers)
-    recursive: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    resume: bool = False
 
 
 @dataclass
@@ -64,10 +51,11 @@ def classify_paths(paths: list[str], options: InferOptions,
     before any work when the model, device or output is unusable, and Interrupted on Ctrl-C."""
     started = time.perf_counter()
     backend = BACKENDS[options.backend]
-    artifact = locate(options.model_dir, backend.artifact)
+    manifest = read_manifest(options.model_dir)
+    model_file = manifest.trusted_file(backend.artifact)
     # The model gets the cores that the preprocessing threads leave (at least one).
-    opened = backend.open(artifact, options.device, max(1, (os.cpu_count() or 1) - options.workers))
-    sink = CsvSink(options.output, options.resume).open()
+    opened = backend.open(model_file, options.device, max(1, (os.cpu_count() or 1) - options.workers))
+    sink = CsvSink(options.output, manifest.labels, options.resume).open()
     summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
                       output=options.output)
     walk = Walk(paths, options.recursive)

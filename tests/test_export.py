@@ -11,9 +11,9 @@ from onnx import numpy_helper
 import exporter.export as export_module
 from exporter.export import ParitySettings, export, parity_images
 from exporter.wrapper import DeployedDigit
+from infer.contract import file_sha256
 from tests.conftest import assert_clean_failure, run_cli
 from trainer.checkpoint import load_checkpoint
-from trainer.data import file_sha256
 
 
 def probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
@@ -42,7 +42,8 @@ def test_every_backend_agrees_with_eager_on_1000_real_images(artifacts, tiny_run
     assert (eager.argmax(1) == labels).mean() == pytest.approx(tiny_run[0].test.accuracy, abs=1e-6)
     report = json.loads((artifacts / "parity.json").read_text())
     assert report["passed"] and report["samples"] == 1000
-    assert {(r["backend"], r["device"]) for r in report["rows"]} == {("eager", "cpu"), ("torchscript", "cpu"), ("onnx", "cpu")}
+    assert {(r["backend"], r["device"]) for r in report["rows"]} == {
+        ("eager", "cpu"), ("torchscript", "cpu"), ("onnx", "cpu")}
     for row in report["rows"]:
         assert row["max_abs_diff"] <= 1e-5 and row["top1_agreement"] == 1.0 and row["passed"]
         assert row["accuracy"] == pytest.approx(tiny_run[0].test.accuracy, abs=1e-6)
@@ -60,7 +61,8 @@ def test_manifest_and_onnx_metadata_hold_the_contract(artifacts, tiny_run):
         assert manifest["artifacts"][fmt]["sha256"] == file_sha256(artifacts / name)
     assert manifest["source"]["sha256"] == file_sha256(checkpoint)
     assert manifest["source"]["metrics"]["test_accuracy"] == tiny_run[0].test.accuracy
-    assert manifest["versions"] == {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__}
+    assert manifest["versions"] == {"torch": torch.__version__, "onnx": onnx.__version__,
+                                    "onnxruntime": ort.__version__}
     assert manifest["parity"]["passed"] is True and manifest["parity"]["samples"] == 1000
 
     model = onnx.load(str(artifacts / "digit.onnx"))
@@ -102,7 +104,8 @@ def test_verify_catches_a_parity_break(artifacts, tmp_path, data_dir):
     weights.CopyFrom(numpy_helper.from_array(changed.astype(np.float32), weights.name))
     onnx.save(model, str(copy / "digit.onnx"))
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["artifacts"]["onnx"]["sha256"] = file_sha256(copy / "digit.onnx")  # re-hashed: integrity passes
+    manifest["artifacts"]["onnx"].update(sha256=file_sha256(copy / "digit.onnx"),  # re-hashed: integrity passes
+                                         bytes=(copy / "digit.onnx").stat().st_size)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     proc = run_cli("digits-export", "verify", copy, "--data-dir", data_dir, "--parity-samples", "300")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -115,7 +118,8 @@ def test_export_cli_writes_a_passing_folder(tiny_run, tmp_path, data_dir):
                    "--data-dir", data_dir, "--parity-samples", "200")
     assert proc.returncode == 0, proc.stderr
     assert "parity passed" in proc.stdout and "Traceback" not in proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["digit.onnx", "digit.torchscript.pt", "manifest.json", "parity.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "digit.onnx", "digit.torchscript.pt", "manifest.json", "parity.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 

@@ -135,7 +135,7 @@ def test_tampered_artifact_is_refused_and_named(artifacts, tmp_path):
     with open(copy / "digit.onnx", "ab") as f:
         f.write(b"\0")
     proc = infer(copy, SAMPLES, "-o", tmp_path / "o.csv")
-    assert_clean_failure(proc, 2, "digit.onnx", "sha256")
+    assert_clean_failure(proc, 2, "digit.onnx", "refusing a changed model")
 
 
 def test_cuda_without_cuda_exits_2(artifacts, tmp_path):

@@ -110,6 +110,6 @@ def test_undecodable_and_empty_bytes_are_errors():
 
 def test_pixel_limit_refuses_large_images(digits):
     ok, png = cv2.imencode(".png", cv2.resize(digits[0][0], (300, 300)))
-    with pytest.raises(PreprocessError, match="over --max-pixels 10000"):
+    with pytest.raises(PreprocessError, match="over the limit of 10000"):
         preprocess_bytes(png.tobytes(), 10_000)
     assert preprocess_bytes(png.tobytes(), 90_000).shape == (28, 28)

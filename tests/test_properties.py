@@ -1,4 +1,5 @@
-"""Property: any uint8/uint16 image, 1..512 px a side, 1–4 channels → a 28×28 float32 in [0,1] or 'no ink found'."""
+"""Property: any uint8/uint16 image, 1..512 px a side, 1–4 channels → a 28×28 float32 in [0,1], or one of the
+two refusals ('no ink found', 'several digits found (N)')."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -41,8 +42,8 @@ def test_preprocessing_never_raises_anything_else(image):
     try:
         out = to_mnist(image)
     except PreprocessError as exc:
-        assert str(exc) == "no ink found"
+        assert str(exc) == "no ink found" or str(exc).startswith("several digits found (")
         return
     assert out.shape == (28, 28) and out.dtype == np.float32
-    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert out.max() > 0  # an accepted image always carries ink

@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
+from infer.contract import file_sha256
 from infer.csvout import partial_path, read_complete_rows
 from infer.pipeline import Preparer, read_file
 from infer.run import InferOptions, classify_paths
 from tests.badfiles import write_cases
 from tests.conftest import BIN, REPO, assert_clean_failure, run_cli
-from trainer.data import file_sha256, load_split
+from trainer.data import load_split
 
 
 def read_rows(path):
@@ -186,7 +187,7 @@ def tiny_onnx(path, input_shape, classes) -> None:
 
 
 @pytest.mark.parametrize("case,needle", [
-    ("newer_schema", "newer than this digits-infer"),
+    ("newer_schema", "newer than this digits"),
     ("input_shape", "expected [N, 1, 28, 28]"),
     ("outputs", "expected [N, 1, 28, 28] → [N, 10]"),
     ("parity_failed", "failed its parity check"),
@@ -201,8 +202,8 @@ def test_untrustworthy_artifacts_exit_2(artifacts, tmp_path, case, needle):
     elif case in ("input_shape", "outputs"):
         tiny_onnx(copy / "digit.onnx", [1, 32, 32] if case == "input_shape" else [1, 28, 28],
                   10 if case == "input_shape" else 5)
-        digest = file_sha256(copy / "digit.onnx")
-        rewrite_manifest(copy, lambda m: m["artifacts"]["onnx"].update(sha256=digest))
+        digest, size = file_sha256(copy / "digit.onnx"), (copy / "digit.onnx").stat().st_size
+        rewrite_manifest(copy, lambda m: m["artifacts"]["onnx"].update(sha256=digest, bytes=size))
     elif case == "parity_failed":
         rewrite_manifest(copy, lambda m: m["parity"].update(passed=False))
     else:

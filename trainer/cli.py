@@ -4,28 +4,22 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
+from infer.devices import Device, DeviceError
 from trainer.checkpoint import CheckpointError
 from trainer.data import DATA_DIR_ENV, DataError, resolve_data_dir
 from trainer.outputs import write_outputs
 from trainer.progress import RichReporter
-from trainer.train import DeviceError, TrainConfig, fit
+from trainer.train import TrainConfig, fit
 
 EXIT_HELP = "Exit codes: 0 trained; 2 bad usage, missing or corrupt data, or an unusable device."
 
 app = typer.Typer(add_completion=False, help=f"Train the Digit CNN on MNIST. {EXIT_HELP}")
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 DEFAULTS = TrainConfig()
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Schedule(str, Enum):
@@ -43,14 +37,16 @@ def main(
     augment: bool = typer.Option(DEFAULTS.augment, help="Random shifts, rotations and scalings of training images."),
     device: Device = typer.Option(Device(DEFAULTS.device), help="auto picks CUDA when available."),
     seed: int = typer.Option(DEFAULTS.seed, help="Same seed and device give the same numbers on CPU."),
-    val_size: int = typer.Option(DEFAULTS.val_size, min=0, help="Training images held out to pick the best epoch; 0 trains on all 60k and keeps the last."),
-    data_dir: Optional[Path] = typer.Option(None, help=f"Folder holding MNIST/raw/ (default: ${DATA_DIR_ENV} or ./data); downloaded there when absent."),
+    val_size: int = typer.Option(DEFAULTS.val_size, min=0, help="Training images held out to pick the best epoch; "
+                                  "0 trains on all 60k and keeps the last."),
+    data_dir: Path | None = typer.Option(None, help="Folder holding MNIST/raw/ "
+                                           f"(default: ${DATA_DIR_ENV} or ./data); downloaded there when absent."),
     download: bool = typer.Option(True, help="Download MNIST into --data-dir when it is not there."),
     out: Path = typer.Option(Path("checkpoints"), help="Where the checkpoint, metrics and plots go."),
-    train_limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N training images (quick runs)."),
-    test_limit: Optional[int] = typer.Option(None, min=1, help="Test on only the first N test images (quick runs)."),
+    train_limit: int | None = typer.Option(None, min=1, help="Use only the first N training images (quick runs)."),
+    test_limit: int | None = typer.Option(None, min=1, help="Test on only the first N test images (quick runs)."),
 ) -> None:
-    """Train Digit, keep the best validation epoch, and write digit.safetensors, metrics.json, curves.png, confusion.png."""
+    """Train Digit, keep the best validation epoch, write digit.safetensors, metrics.json and the plots."""
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, device=device.value, seed=seed, val_size=val_size,
         schedule=schedule.value, weight_decay=weight_decay, augment=augment,
@@ -61,7 +57,8 @@ def main(
         result = fit(config, root, RichReporter(err), download=download)
         paths = write_outputs(result, out, root)
     except (DataError, DeviceError, CheckpointError, ValueError) as exc:
-        err.print(f"digits-train: error: {exc}", soft_wrap=True)
+        prefix = f"--device {device.value}: " if isinstance(exc, DeviceError) else ""
+        err.print(f"digits-train: error: {prefix}{exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     summary = (
         f"test accuracy {result.test.accuracy:.4f} (epoch {result.chosen_epoch}, {len(result.test_labels)} images) "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import math
 import os
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets import MNIST
+
+from infer.contract import file_sha256
 
 DATA_DIR_ENV = "DIGITS_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -38,7 +39,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, count: int | None) -> "Split":
+    def subset(self, count: int | None) -> Split:
         """The first `count` examples (all when None), for quick runs and tests."""
         return self if count is None else Split(self.images[:count], self.labels[:count])
 
@@ -111,14 +112,6 @@ def load_split(root: Path, train: bool, download: bool = True) -> Split:
     if labels.numel() and int(labels.max()) > 9:
         raise DataError(f"{labels_path}: corrupt labels (found {int(labels.max())}, expected 0-9)")
     return Split(dataset.data, labels)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_sha256(root: Path) -> dict[str, str]:

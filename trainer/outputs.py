@@ -50,7 +50,7 @@ def plot_curves(result: TrainResult, path: Path) -> None:
     loss_ax.set(title="training loss", xlabel="epoch", ylabel="NLL")
     val = [(r.epoch, r.val_accuracy) for r in result.history if r.val_accuracy is not None]
     if val:
-        acc_ax.plot(*zip(*val), marker="o", label="validation")
+        acc_ax.plot(*zip(*val, strict=True), marker="o", label="validation")
     acc_ax.axhline(result.test.accuracy, color="tab:red", linestyle="--", label="test (chosen epoch)")
     acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy")
     acc_ax.legend()
@@ -73,7 +73,7 @@ def plot_confusion(result: TrainResult, path: Path) -> None:
     matrix = confusion_matrix(result.test_labels, result.test.predictions).numpy()
     fig, ax = plt.subplots(figsize=(6, 5.5))
     image = ax.imshow(matrix, cmap="Blues")
-    for (row, col), count in ((rc, matrix[rc]) for rc in zip(*matrix.nonzero())):
+    for (row, col), count in ((rc, matrix[rc]) for rc in zip(*matrix.nonzero(), strict=True)):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > matrix.max() / 2 else "black")
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",

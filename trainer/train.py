@@ -5,22 +5,19 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
+from infer.devices import torch_device
 from trainer.augment import AffineRange, random_affine
 from trainer.data import Split, load_split, to_float
 from trainer.model import MNIST_MEAN, MNIST_STD, Digit
 
 SCHEDULES = ("onecycle", "constant")
-
-
-class DeviceError(Exception):
-    """The requested device cannot be used on this machine."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,6 @@ class TrainResult:
     test: Evaluation
     test_labels: torch.Tensor
     total_seconds: float
-    extra: dict[str, object] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, object]:
         """The metrics.json document."""
@@ -80,7 +76,6 @@ class TrainResult:
             "total_seconds": self.total_seconds,
             "device": self.device,
             "config": asdict(self.config),
-            **self.extra,
         }
 
 
@@ -101,15 +96,6 @@ class SilentReporter:
 
     def epoch_finished(self, record: EpochRecord) -> None:
         pass
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto → CUDA when available; an explicit cuda without a GPU is a DeviceError, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device on this machine")
-    return torch.device(name)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -146,7 +132,7 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
     reporter = reporter or SilentReporter()
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    device = resolve_device(config.device)
+    device = torch.device(torch_device(config.device))
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

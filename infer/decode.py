@@ -1,0 +1,102 @@
+"""Image file bytes → an 8-bit image, upright, no larger than WORK_SIDE: what preprocessing starts from.
+
+The header is read first (infer.imageinfo), so that an image over the pixel or decoded-size limit is refused
+before any allocation, a large JPEG is decoded at a reduced size, and the EXIF orientation is applied as
+viewers apply it. A large image is shrunk (INTER_AREA) in its own depth and channels before anything else
+touches it, so the cost of every later step is bounded by WORK_SIDE, not by the file.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from infer.imageinfo import ImageInfo, read_info
+
+WORK_SIDE = 1024  # longer side of the working copy: a digit on an A4 page at 300 dpi still spans 15+ px
+BYTES_PER_PIXEL_LIMIT = 4  # decoded bytes may be at most 4 × the pixel limit (8-bit RGBA at the pixel cap)
+JPEG_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+ORIENT = {  # EXIF orientation → operations that show the stored pixels as viewers do
+    2: (None, 1), 3: (cv2.ROTATE_180, None), 4: (None, 0), 5: (cv2.ROTATE_90_CLOCKWISE, 0),
+    6: (cv2.ROTATE_90_CLOCKWISE, None), 7: (cv2.ROTATE_90_CLOCKWISE, 1), 8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None),
+}
+
+
+class PreprocessError(Exception):
+    """This file cannot become a digit (undecodable, too large, no ink). One line, shown in the CSV."""
+
+
+def decoded_limit(max_pixels: int) -> int:
+    return BYTES_PER_PIXEL_LIMIT * max_pixels
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """File contents → uint8 image (grey, grey+alpha, BGR or BGRA), upright, longer side ≤ WORK_SIDE."""
+    if not data:
+        raise PreprocessError("empty file")
+    info = read_info(data)
+    if info is None:
+        raise PreprocessError("not a readable image (corrupt, truncated or not an image file)")
+    check_limits(info, max_pixels)
+    factor = jpeg_reduction(info)
+    flags = JPEG_REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION if factor > 1 else cv2.IMREAD_UNCHANGED
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # some hostile headers make the decoder raise rather than return None
+        image = None
+    if image is None or image.size == 0:
+        raise PreprocessError("not a readable image (corrupt or truncated)")
+    return orient(to_uint8(shrink(image), info.maxval), info.orientation)
+
+
+def check_limits(info: ImageInfo, max_pixels: int) -> None:
+    if info.width <= 0 or info.height <= 0:
+        raise PreprocessError("image has no pixels")
+    if info.pixels > max_pixels:
+        raise PreprocessError(f"image is {info.width}x{info.height} pixels, over the limit of {max_pixels}")
+    if info.decoded_bytes > decoded_limit(max_pixels):
+        raise PreprocessError(f"image is {info.width}x{info.height}x{info.channels} at {8 * info.bytes_per_sample} "
+                              f"bits: {info.decoded_bytes / 1e6:,.0f} MB decoded, over the limit of "
+                              f"{decoded_limit(max_pixels) / 1e6:,.0f} MB")
+
+
+def jpeg_reduction(info: ImageInfo) -> int:
+    """1, 2, 4 or 8: the largest JPEG DCT scaling that keeps the longer side at or above WORK_SIDE."""
+    if info.format != "jpeg":
+        return 1
+    factor = 1
+    while factor < 8 and max(info.width, info.height) // (2 * factor) >= WORK_SIDE:
+        factor *= 2
+    return factor
+
+
+def shrink(image: np.ndarray) -> np.ndarray:
+    """Longer side to WORK_SIDE by area averaging, in the image's own depth and channels."""
+    height, width = image.shape[:2]
+    if max(height, width) <= WORK_SIDE:
+        return image
+    scale = WORK_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        image = image.astype(np.float32)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def to_uint8(image: np.ndarray, maxval: int = 0) -> np.ndarray:
+    """8 bits per sample: scaled by the format's declared maximum (PNM), else by the data's own range."""
+    if image.dtype == np.uint8:
+        return image if maxval in (0, 255) else cv2.convertScaleAbs(image, alpha=255.0 / maxval)
+    if image.dtype == np.uint16:
+        top = maxval or max(255, int(image.max()))  # 12-bit data in 16-bit files fills the range too
+        return cv2.convertScaleAbs(image, alpha=255.0 / top)
+    values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return cv2.normalize(values, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    rotation, flip = ORIENT.get(orientation, (None, None))
+    if flip is not None:
+        image = cv2.flip(image, flip)
+    if rotation is not None:
+        image = cv2.rotate(image, rotation)
+    return image

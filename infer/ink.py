@@ -1,0 +1,420 @@
+"""Finding the digit's ink in a grey image: which side is ink, where the light is uneven, what is frame, rule,
+speck or dust, and whether exactly one digit is there.
+
+Every decision comes from measurements of the image itself (extents, stroke widths, shares of the border),
+not from fixed pixel sizes, so it holds from a 28-px thumbnail to a 1000-px page:
+- Light: the image less a median far wider than any stroke, kept only when that separates ink from paper
+  better (a bold digit that fills its frame is left alone).
+- Frames: long, thin, straight runs that make up most of their component (box, comb cell, underline, ruled
+  line), and bands along an image edge (scanner margins), are not ink.
+- Polarity: paper is what the border of the picture shows once frames are set aside; a border that is half
+  ink (a bold digit cropped to its ink) means dark ink on light paper, the common case.
+- Digit: the largest stroke with its nearby parts. Specks and dust are compact, not strokes; several
+  digit-sized groups side by side are several digits.
+Analysis runs on a copy of at most ANALYSIS_SIDE px (strokes kept by area coverage); the digit's ink is then
+cut from the full working image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from infer.decode import PreprocessError
+
+ANALYSIS_SIDE = 256
+MIN_CONTRAST = 12  # grey levels between the darkest and brightest smoothed pixel below which nothing is there
+LIGHT_GAIN = 0.05  # levelling the light must raise Otsu's separability by this much to be used
+LINE_SPAN = 0.5  # a frame line runs over at least this share of the image's width or height
+LINE_DEPTH = 0.1  # ... and is thinner than this share of the other side
+LINE_SHARE = 0.6  # a component that is mostly such line pixels is frame
+EDGE_SPAN, EDGE_DEPTH = 0.6, 0.2  # a band touching an edge along ≥60% of it, ≤20% deep: a scanner margin
+BORDER_DECISIVE = 0.65  # share of the border one class needs to be called paper
+MIN_STROKE_LENGTH = 2.6  # area / width²: a stroke is longer than wide (a disc is 1.8, a square 2.3)
+DIGIT_SIZE = 0.3  # ... or spans this share of the image's longer side: a blurred digit is still a digit
+DASH_ASPECT = 3.0  # ink several times wider than tall is a dash or a rule, not a digit
+MIN_EXTENT = 5  # pixels (analysis copy): anything smaller is dust
+LARGE_PART = 0.25  # strokes at least this share of the largest belong to the digit wherever they are
+PART_SHARE = 0.05  # smaller strokes belong to it only within BROKEN_GAP stroke widths of it; smaller is dust
+BROKEN_GAP = 1.5
+DIGIT_HEIGHT_SHARE = 0.5  # a second group at least half as tall as the tallest is another digit
+SEPARATION = 0.15  # groups further apart than this share of the height are separate digits
+
+
+@dataclass(frozen=True)
+class Ink:
+    """The digit cut from the working image: coverage (0 paper … 255 stroke core) and its binary mask."""
+
+    coverage: np.ndarray
+    mask: np.ndarray
+
+
+def no_ink() -> PreprocessError:
+    return PreprocessError("no ink found")
+
+
+# --- grey -------------------------------------------------------------------------------------------------
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 with 1–4 channels → one grey channel in which ink and paper differ as much as they can."""
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 1:
+        return image[:, :, 0]
+    if channels == 2:
+        return flatten_alpha(np.ascontiguousarray(image[:, :, 0]), np.ascontiguousarray(image[:, :, 1]))
+    grey = colour_to_grey(np.ascontiguousarray(image[:, :, :3]))
+    return grey if channels == 3 else flatten_alpha(grey, np.ascontiguousarray(image[:, :, 3]))
+
+
+def colour_to_grey(bgr: np.ndarray) -> np.ndarray:
+    """Luma for grey-looking images; otherwise the projection on the colours' principal axis, so red ink on
+    green paper of the same brightness still separates. Oriented like luma (darker ink stays darker)."""
+    luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    sample = cv2.resize(bgr, (64, 64), interpolation=cv2.INTER_AREA)  # averages JPEG's chroma noise away
+    blue, green, red = cv2.split(sample)
+    spread = max(cv2.minMaxLoc(cv2.absdiff(blue, green))[1], cv2.minMaxLoc(cv2.absdiff(green, red))[1])
+    if spread < 24:
+        return luma  # the channels move together: a grey image stored as colour
+    _, vectors = cv2.PCACompute(sample.reshape(-1, 3).astype(np.float32), mean=None, maxComponents=1)
+    axis = vectors[0] if np.dot(vectors[0], [0.114, 0.587, 0.299]) >= 0 else -vectors[0]  # BGR luma weights
+    projected = cv2.transform(bgr.astype(np.float32), axis.reshape(1, 3))
+    return cv2.normalize(projected, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
+
+
+def flatten_alpha(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite over white when the visible strokes are dark, over black when they are light."""
+    if alpha.min() == 255:
+        return grey
+    visible = alpha > 127
+    strokes_dark = not visible.any() or grey[visible].mean() < 128
+    paper = np.full_like(grey, 255 if strokes_dark else 0)
+    weight = alpha.astype(np.float32) / 255.0
+    return cv2.convertScaleAbs(grey * weight + paper * (1.0 - weight))
+
+
+# --- light and threshold ----------------------------------------------------------------------------------
+
+def smoothed(grey: np.ndarray) -> np.ndarray:
+    """A light blur for thresholding: texture, noise and JPEG blocks averaged away, strokes kept."""
+    side = min(grey.shape)
+    if side <= 32:
+        return grey
+    k = max(3, (side // 40) | 1)
+    return cv2.GaussianBlur(grey, (k, k), 0)
+
+
+def separability(image: np.ndarray) -> tuple[float, float]:
+    """Otsu's threshold and how well it splits the image: between-class over total variance (0..1)."""
+    threshold, _ = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    histogram = cv2.calcHist([image], [0], None, [256], [0, 256]).ravel()
+    levels = np.arange(256, dtype=np.float64)
+    total = histogram.sum()
+    mean = (histogram * levels).sum() / total
+    variance = (histogram * (levels - mean) ** 2).sum() / total
+    upper = levels > threshold
+    share = histogram[upper].sum() / total
+    if variance == 0 or share in (0.0, 1.0):
+        return threshold, 0.0
+    high = (histogram[upper] * levels[upper]).sum() / histogram[upper].sum()
+    low = (histogram[~upper] * levels[~upper]).sum() / histogram[~upper].sum()
+    return threshold, share * (1 - share) * (high - low) ** 2 / variance
+
+
+def light_field(smooth: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """The slowly varying light (a median far wider than strokes, on a 64-px copy), or None when taking it
+    away does not separate ink from paper clearly better (even light; a bold digit that fills its frame);
+    with Otsu's threshold of the image that is kept."""
+    threshold, plain = separability(smooth)
+    height, width = smooth.shape
+    if min(height, width) < 24:
+        return None, threshold
+    factor = max(height, width) / 64
+    small = cv2.resize(smooth, (max(8, round(width / factor)), max(8, round(height / factor))),
+                       interpolation=cv2.INTER_AREA)
+    if evenly_lit(small):
+        return None, threshold
+    k = max(5, int(0.4 * min(small.shape)) | 1)
+    light = cv2.resize(cv2.medianBlur(small, k), (width, height), interpolation=cv2.INTER_LINEAR)
+    levelled_threshold, levelled = separability(level(smooth, light))
+    return (light, levelled_threshold) if levelled > plain + LIGHT_GAIN else (None, threshold)
+
+
+def evenly_lit(small: np.ndarray) -> bool:
+    """The paper is even when, over a 4×4 grid, the brightest (or, for light ink, the darkest) level of every
+    cell is about the same: paper shows in every cell, and its level does not move."""
+    height, width = small.shape
+    cells = small[: height - height % 4, : width - width % 4].reshape(4, height // 4, 4, width // 4)
+    brightest, darkest = cells.max(axis=(1, 3)), cells.min(axis=(1, 3))
+    contrast = int(small.max()) - int(small.min())
+    return min(np.ptp(brightest), np.ptp(darkest)) <= 0.1 * contrast
+
+
+def level(image: np.ndarray, light: np.ndarray | None) -> np.ndarray:
+    """The image less the light field, around mid-grey."""
+    return image if light is None else cv2.addWeighted(image, 1.0, light, -1.0, 128.0)
+
+
+def analysis_copy(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """The grey image reduced by a whole factor (area averaging: its fast path) to at most ANALYSIS_SIDE px on
+    the longer side, and the scale."""
+    height, width = grey.shape
+    factor = -(-max(height, width) // ANALYSIS_SIDE)
+    if factor == 1:
+        return grey, 1.0
+    size = (max(1, width // factor), max(1, height // factor))
+    return cv2.resize(grey[: size[1] * factor, : size[0] * factor], size, interpolation=cv2.INTER_AREA), 1 / factor
+
+
+# --- frames -----------------------------------------------------------------------------------------------
+
+def line_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of long, thin, straight runs: (horizontal, vertical). Long and deep runs are bars, not lines."""
+    height, width = mask.shape
+    found = []
+    for length, across, horizontal in ((width, height, True), (height, width, False)):
+        if length < 8:  # too short for a line (and OpenCV's border rule would keep every pixel)
+            found.append(np.zeros_like(mask))
+            continue
+        run = int(LINE_SPAN * length)
+        deep = max(3, int(LINE_DEPTH * across) | 1)
+        long_runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, run) if horizontal else (run, 1), np.uint8))
+        bars = cv2.morphologyEx(long_runs, cv2.MORPH_OPEN, np.ones((deep, 1) if horizontal else (1, deep), np.uint8))
+        found.append(cv2.subtract(long_runs, bars))
+    return found[0], found[1]
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    mask: np.ndarray  # without frames
+    lone_vertical: np.ndarray | None = None  # a single vertical line taken as frame: a "1" if nothing else is
+    components: tuple | None = None  # connectedComponentsWithStats of `mask`, when already known
+
+
+def remove_frames(mask: np.ndarray) -> Cleaned:
+    """The mask without frame lines, underlines, ruled lines and scanner edges."""
+    height, width = mask.shape
+    components = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats, _ = components
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    edge = (((y == 0) | (y + h == height)) & (w >= EDGE_SPAN * width) & (h <= EDGE_DEPTH * height)) | \
+           (((x == 0) | (x + w == width)) & (h >= EDGE_SPAN * height) & (w <= EDGE_DEPTH * width))
+    long_rows = cv2.reduce(mask, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max() >= 255 * LINE_SPAN * width
+    long_cols = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max() >= 255 * LINE_SPAN * height
+    edge[0] = False
+    if count <= 1 or not (edge.any() or long_rows or long_cols):
+        return Cleaned(mask, None, components)  # no run is long enough to be a line: nothing to remove
+    horizontal, vertical = line_pixels(mask)
+    on_h = np.bincount(labels[horizontal > 0], minlength=count)
+    on_v = np.bincount(labels[vertical > 0], minlength=count)
+    frame = ~edge & (on_h + on_v >= LINE_SHARE * area)
+    frame[0] = False
+    if not edge.any() and not frame.any():
+        return Cleaned(mask, None, components)
+    cleaned = mask.copy()
+    cleaned[edge[labels]] = 0
+    cleaned[frame[labels] & ((horizontal | vertical) > 0)] = 0
+    lone = None
+    verticals = np.flatnonzero(frame & (on_h <= 0.1 * area))
+    if len(verticals) == 1 and frame.sum() == 1:
+        lone = (labels == verticals[0]).astype(np.uint8) * 255
+    return Cleaned(cleaned, lone)
+
+
+# --- polarity ---------------------------------------------------------------------------------------------
+
+def ring_share(mask: np.ndarray, depth: int) -> float:
+    """Share of ink-class (255) pixels on the rectangle `depth` pixels inside the image's edge."""
+    height, width = mask.shape
+    if min(height, width) <= 2 * depth + 1:
+        return 0.5
+    inner = mask[depth : height - depth, depth : width - depth]
+    ring = np.concatenate([inner[0], inner[-1], inner[1:-1, 0], inner[1:-1, -1]])
+    return cv2.countNonZero(ring) / ring.size
+
+
+def plainly_dark_ink(bright_mask: np.ndarray) -> bool | None:
+    """True/False when the image's edge and a ring a little inside it are both almost all bright (dark
+    ink) or all dark (bright ink); None when they are not (a frame, an edge band, a tight crop)."""
+    inner = max(2, min(bright_mask.shape) // 20)
+    outer, deeper = ring_share(bright_mask, 0), ring_share(bright_mask, inner)
+    if outer >= 0.95 and deeper >= 0.9:
+        return True
+    if outer <= 0.05 and deeper <= 0.1:
+        return False
+    return None
+
+
+def ink_is_bright(bright: Cleaned, dark: Cleaned) -> bool:
+    """Paper is what the border of the picture shows, frames set aside: the ring of the region that frames
+    and edge bands leave. A border that is neither mostly bright nor mostly dark (ink cropped tight) means
+    dark ink on light paper."""
+    kept = cv2.bitwise_or(bright.mask, dark.mask)
+    x, y, w, h = cv2.boundingRect(kept)
+    if w == 0 or h == 0:
+        return False
+    ring = np.zeros(kept.shape, np.uint8)
+    cv2.rectangle(ring, (x, y), (x + w - 1, y + h - 1), 255, 1)
+    on_bright = cv2.countNonZero(cv2.bitwise_and(ring, bright.mask))
+    on_dark = cv2.countNonZero(cv2.bitwise_and(ring, dark.mask))
+    if on_bright + on_dark == 0:
+        return False
+    return on_dark >= BORDER_DECISIVE * (on_bright + on_dark)
+
+
+# --- the digit --------------------------------------------------------------------------------------------
+
+def mean_distance(mask: np.ndarray, edge_is_paper: bool = False) -> float:
+    """Mean distance of the mask's pixels to the rest: a quarter of the stroke width for strokes. The image's
+    edge counts as paper only when asked (a stroke's width); otherwise regions touching it are deep."""
+    count = cv2.countNonZero(mask)
+    if count == 0:
+        return 0.0
+    if edge_is_paper:
+        mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return float(cv2.sumElems(cv2.distanceTransform(mask, cv2.DIST_L2, 3))[0]) / count
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Width of the mask's strokes: a stroke w pixels wide has a mean distance to its edge of w/4 + 1/2."""
+    return max(1.0, 4 * mean_distance(mask, edge_is_paper=True) - 2)
+
+
+def is_stroke(labels: np.ndarray, index: int, stat: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Drawn with a pen: longer than wide (a speck, a dot or a blot is not), or as large as a digit."""
+    x, y, w, h, area = stat
+    if max(w, h) < MIN_EXTENT:
+        return False
+    if max(w, h) >= DIGIT_SIZE * max(shape):
+        return True
+    width = stroke_width((labels[y : y + h, x : x + w] == index).astype(np.uint8))
+    return area >= MIN_STROKE_LENGTH * width * width
+
+
+def side_by_side_groups(stats: np.ndarray, strokes: list[int]) -> list[list[int]]:
+    """Stroke components merged where they overlap or nearly touch horizontally; only groups at least half as
+    tall as the tallest count, so a digit's small detached parts never look like another digit."""
+    tallest = max(stats[i, cv2.CC_STAT_HEIGHT] for i in strokes)
+    tall = sorted((i for i in strokes if stats[i, cv2.CC_STAT_HEIGHT] >= DIGIT_HEIGHT_SHARE * tallest),
+                  key=lambda i: stats[i, cv2.CC_STAT_LEFT])
+    groups: list[list[int]] = []
+    group_right = 0
+    for i in tall:
+        left, right = stats[i, cv2.CC_STAT_LEFT], stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]
+        if groups and left <= group_right + SEPARATION * tallest:
+            groups[-1].append(i)
+            group_right = max(group_right, right)
+        else:
+            groups.append([i])
+            group_right = right
+    return groups
+
+
+def select_digit(cleaned: Cleaned) -> np.ndarray:
+    """The digit's components as a mask of the analysis copy: the largest stroke; other strokes that are large
+    or lie within a gap of it that a broken stroke leaves; and blobs inside their box. PreprocessError when
+    there is no digit, or several side by side."""
+    mask = cleaned.mask
+    count, labels, stats, _ = cleaned.components or cv2.connectedComponentsWithStats(mask, connectivity=8)
+    strokes = [i for i in range(1, count) if is_stroke(labels, i, stats[i], mask.shape)]
+    if not strokes and cleaned.lone_vertical is not None:
+        return cleaned.lone_vertical  # a single straight vertical stroke and nothing else: a "1"
+    if not strokes:
+        raise no_ink()  # a lone speck, a dot, dust, or only frame
+    strokes.sort(key=lambda i: -stats[i, cv2.CC_STAT_AREA])
+    main = strokes[0]
+    largest = stats[main, cv2.CC_STAT_AREA]
+    gap = BROKEN_GAP * stroke_width(cv2.compare(labels, main, cv2.CMP_EQ))
+    parts = [i for i in strokes if stats[i, cv2.CC_STAT_AREA] >= LARGE_PART * largest]
+    x0, y0, x1, y1 = box_of(stats, parts)
+    for i in strokes:  # small pieces, nearest first: each may bring the next within reach
+        x, y, w, h, area = stats[i]
+        if i in parts or area < PART_SHARE * largest:
+            continue
+        if x <= x1 + gap and x + w >= x0 - gap and y <= y1 + gap and y + h >= y0 - gap:
+            parts.append(i)
+            x0, y0, x1, y1 = box_of(stats, parts)
+    groups = side_by_side_groups(stats, parts)
+    if len(groups) > 1:
+        raise PreprocessError(f"several digits found ({len(groups)})")
+    if x1 - x0 > DASH_ASPECT * (y1 - y0):
+        raise no_ink()  # a dash or a rule: no digit is several times wider than tall
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    keep = (x >= x0) & (y >= y0) & (x + w <= x1) & (y + h <= y1) & (area >= PART_SHARE * largest)
+    keep[parts] = True
+    keep[0] = False
+    return keep[labels].astype(np.uint8) * 255
+
+
+def box_of(stats: np.ndarray, indices: list[int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) around the given components."""
+    chosen = stats[indices]
+    return (int(chosen[:, 0].min()), int(chosen[:, 1].min()), int((chosen[:, 0] + chosen[:, 2]).max()),
+            int((chosen[:, 1] + chosen[:, 3]).max()))
+
+
+def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright: bool,
+            selected: np.ndarray, scale: float) -> Ink:
+    """The selected ink at the working resolution: its box, its mask (thresholded again there, so fine strokes
+    keep their detail), and its coverage (paper 0, stroke cores 255)."""
+    height, width = grey.shape
+    x, y, w, h = cv2.boundingRect(selected)
+    if w == 0 or h == 0:
+        raise no_ink()
+    if scale != 1.0:  # box and selection back to working pixels, a pixel of margin for the reduction
+        x0, y0 = max(0, int((x - 1) / scale)), max(0, int((y - 1) / scale))
+        x1, y1 = min(width, int(np.ceil((x + w + 1) / scale))), min(height, int(np.ceil((y + h + 1) / scale)))
+        sx, sy = max(0, x - 1), max(0, y - 1)
+        part = cv2.dilate(selected[sy : y + h + 1, sx : x + w + 1], np.ones((3, 3), np.uint8))
+        selected = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        if light is not None:
+            light = cv2.resize(light[sy : y + h + 1, sx : x + w + 1], (x1 - x0, y1 - y0),
+                               interpolation=cv2.INTER_LINEAR)
+        x, y, w, h = x0, y0, x1 - x0, y1 - y0
+    else:
+        selected = selected[y : y + h, x : x + w]
+        if light is not None:
+            light = light[y : y + h, x : x + w]
+    levelled = level(grey[y : y + h, x : x + w], light)
+    if not bright:
+        levelled = cv2.bitwise_not(levelled)
+        threshold = 255 - threshold
+    mask = cv2.threshold(levelled, threshold, 255, cv2.THRESH_BINARY)[1]
+    keep = cv2.bitwise_and(mask, selected)
+    x, y, w, h = cv2.boundingRect(keep)
+    if w == 0 or h == 0:
+        raise no_ink()
+    keep, levelled, mask = keep[y : y + h, x : x + w], levelled[y : y + h, x : x + w], mask[y : y + h, x : x + w]
+    paper_mask = cv2.bitwise_not(mask)
+    paper = cv2.mean(levelled, mask=paper_mask)[0] if cv2.countNonZero(paper_mask) else 0.0
+    ink_mean, ink_std = cv2.meanStdDev(levelled, mask=keep)
+    ink = min(float(ink_mean[0, 0] + ink_std[0, 0]), float(levelled.max()))
+    if ink - paper < MIN_CONTRAST / 2:
+        raise no_ink()
+    stretched = cv2.convertScaleAbs(levelled, alpha=255.0 / (ink - paper), beta=-paper * 255.0 / (ink - paper))
+    edge = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))  # anti-aliased edges
+    return Ink(cv2.bitwise_and(stretched, edge), keep)
+
+
+def find_digit(grey: np.ndarray) -> Ink:
+    """Grey image → the digit's ink; PreprocessError when there is no ink, no digit, or several digits."""
+    small, scale = analysis_copy(grey)
+    smooth = smoothed(small)
+    low, high, _, _ = cv2.minMaxLoc(smooth)
+    if high - low < MIN_CONTRAST:
+        raise no_ink()
+    light, threshold = light_field(smooth)
+    bright_mask = cv2.threshold(level(smooth, light), threshold, 255, cv2.THRESH_BINARY)[1]
+    dark_ink = plainly_dark_ink(bright_mask)
+    if dark_ink is None:
+        bright, dark = remove_frames(bright_mask), remove_frames(cv2.bitwise_not(bright_mask))
+        is_bright = ink_is_bright(bright, dark)
+        chosen = bright if is_bright else dark
+    else:
+        is_bright = not dark_ink
+        chosen = remove_frames(bright_mask if is_bright else cv2.bitwise_not(bright_mask))
+    selected = select_digit(chosen)
+    return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, scale)

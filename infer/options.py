@@ -1,0 +1,43 @@
+"""The options of a digits-infer run, their defaults and ranges, and the exit codes: one source for the CLI and
+for library callers. Light on purpose: the CLI imports it before anything heavy (OpenCV, numpy) is loaded."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_HELP = (
+    f"Exit codes: {EXIT_OK} every image classified; {EXIT_SOME_FAILED} some images failed (their rows, with the "
+    f"reason, are still written); {EXIT_USAGE} bad usage, or an unusable model, device or output; "
+    f"{EXIT_INTERRUPTED} interrupted (rows so far kept in OUTPUT.partial: re-run with --resume)."
+)
+
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: a 10000×10000 scan is fine, a decompression bomb is refused
+MAX_PIXELS_LIMIT = 1 << 40  # the largest --max-pixels accepted (OpenCV's own cap is set to it)
+OPENCV_PIXEL_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Half the cores preprocess, the other half run the model (measured best on 2 cores: README, Benchmarks)."""
+    return max(1, cores() // 2)
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """Every option of a run, with its default: the CLI takes its defaults from here."""
+
+    backend: str = "onnx"
+    device: str = "auto"
+    model_dir: Path = Path("artifacts")
+    output: Path | None = Path("predictions.csv")  # None: stdout
+    batch_size: int = 256
+    workers: int = field(default_factory=default_workers)
+    recursive: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    resume: bool = False
