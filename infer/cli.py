@@ -1,4 +1,4 @@
-"""`digits-infer`: flags → InferOptions → infer.report.run_with_progress(). No logic lives here; every default
+"""`digits-infer`: flags → InferOptions → infer.console.run_with_progress(). No logic lives here; every default
 comes from InferOptions, and flag names are added to the library's errors by infer.report."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main(
     resume: bool = typer.Option(DEFAULTS.resume, help="Keep the rows of OUTPUT.partial (or OUTPUT); do the rest."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
-    from infer.report import run_with_progress
+    from infer.console import run_with_progress
 
     options = InferOptions(
         backend=backend.value, device=device.value, model_dir=model_dir,
