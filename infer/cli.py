@@ -1,5 +1,5 @@
 """`digits-infer`: flags → InferOptions → infer.console.run_with_progress(). No logic lives here; every default
-comes from InferOptions, and flag names are added to the library's errors by infer.report."""
+comes from InferOptions, and flag names are added to the library's errors by infer.console."""
 
 from __future__ import annotations
 
