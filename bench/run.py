@@ -10,188 +10,29 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-from bench.arith import growth, pipeline_limit, rate, ratio
+from bench.arith import pipeline_limit, rate, ratio
+from bench.large import measure_large
 from bench.mnist_png import write_mnist_pngs
-from bench.scans import write_scans
+from bench.stages import (
+    HERE,
+    image_files,
+    infer_command,
+    measure_decode,
+    measure_end_to_end,
+    measure_memory,
+    measure_model,
+    measure_naive,
+    median_wall,
+)
+from bench.suite import measure_styles, style_rows
+from bench.training import measure_training
 from infer.contract import ArtifactError, read_manifest
 from infer.devices import DeviceError
 from trainer.data import resolve_data_dir
-
-HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-
-
-def image_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
-
-
-def measure_decode(files: list[str], batch_size: int, workers: int) -> tuple[float, np.ndarray]:
-    """images/s of the project's own read+decode+preprocess over the files on every core, no model.
-
-    Worker processes, not threads: this is the machine's ceiling for the stage, free of the GIL, which is
-    what the limit 1/(1/decode + 1/model) is meant to describe.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from infer.pipeline import Preparer, batched
-
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv) as pool:
-        list(pool.map(_noop, range(workers)))  # workers started before the clock starts
-        start = time.perf_counter()
-        prepared = list(pool.map(Preparer(), batched(files, batch_size)))
-        seconds = time.perf_counter() - start
-    return rate(len(files), seconds), np.concatenate([p.images for p in prepared])
-
-
-def _single_threaded_opencv() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def _noop(_: int) -> None:
-    return None
-
-
-def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size: int, device: str,
-                  threads: int, repeats: int = 3) -> tuple[float, str]:
-    """images/s of one backend on already preprocessed tensors (best of `repeats` passes)."""
-    from infer.backends import BACKENDS
-
-    row = BACKENDS[backend]
-    opened = row.open(read_manifest(model_dir).trusted_file(row.artifact), device, threads)
-    opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(0, len(images), batch_size):
-            opened.classify(images[i : i + batch_size])
-        best = max(best, rate(len(images), time.perf_counter() - start))
-    return best, opened.device
-
-
-def measure_naive(files: list[str], checkpoint: Path, device: str) -> float:
-    """The per-image loop someone would write from the seed's blog: imread, normalise, one eager forward each."""
-    import cv2
-    import torch
-
-    from trainer.checkpoint import load_checkpoint
-
-    model = load_checkpoint(checkpoint)[0].to(device)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for path in files:
-            image = cv2.imread(path, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-            tensor = torch.from_numpy((image - 0.1307) / 0.3081)[None, None].to(device)
-            int(model(tensor).argmax(1).item())
-    return rate(len(files), time.perf_counter() - start)
-
-
-def run_process(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and exit code of one child process."""
-    start = time.perf_counter()
-    code = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-    return time.perf_counter() - start, code
-
-
-def peak_rss_kib(args: list[str]) -> int:
-    """Peak RSS of a command, measured through the small bench.rss launcher (see its docstring)."""
-    report = subprocess.run([sys.executable, "-m", "bench.rss", *args], capture_output=True, text=True, check=True,
-                            cwd=HERE.parent)
-    result = json.loads(report.stdout)
-    if result["exit"] != 0:
-        raise SystemExit(f"bench: {' '.join(args[:2])} exited {result['exit']}")
-    return result["max_rss_kib"]
-
-
-def infer_command(paths: list[str], model_dir: Path, out: Path, backend: str, device: str, batch: int) -> list[str]:
-    return [str(BIN / "digits-infer"), *paths, "--model-dir", str(model_dir), "-o", str(out), "--backend", backend,
-            "--device", device, "--batch-size", str(batch), "--quiet"]
-
-
-def measure_end_to_end(folder: Path, model_dir: Path, backend: str, device: str, batch: int, out: Path,
-                       repeats: int) -> float:
-    """Median wall seconds of digits-infer on the whole folder, as a user runs it (start-up and CSV included)."""
-    command = infer_command([str(folder)], model_dir, out, backend, device, batch)
-    if run_process(command)[1] != 0:
-        raise SystemExit(f"bench: digits-infer --backend {backend} failed on {folder}")
-    return median_wall(command, repeats)
-
-
-def median_wall(args: list[str], repeats: int) -> float:
-    return statistics.median(run_process(args)[0] for _ in range(repeats))
-
-
-def measure_memory(folder: Path, files: int, model_dir: Path, batch: int, scratch: Path) -> dict[str, float]:
-    """Peak RSS of digits-infer (onnx) on the 10k folder and on `files` hard-linked copies of it, and the
-    whole-process rate on the large run (start-up amortised)."""
-    copies = scratch / "many"
-    sources = image_files(folder)
-    for made in range(0, files, len(sources)):
-        part = copies / f"part{made // len(sources):03d}"
-        part.mkdir(parents=True)
-        for source in sources[: files - made]:
-            os.link(source, part / Path(source).name)
-    small = peak_rss_kib(infer_command([str(folder)], model_dir, scratch / "m1.csv", "onnx", "cpu", batch))
-    large = peak_rss_kib(infer_command([str(copies)], model_dir, scratch / "m2.csv", "onnx", "cpu", batch))
-    seconds, _ = run_process(infer_command([str(copies)], model_dir, scratch / "m3.csv", "onnx", "cpu", batch))
-    shutil.rmtree(copies)
-    return {"rss_mib_small": small / 1024, "rss_mib_large": large / 1024, "files_small": len(sources),
-            "files_large": files, "growth": growth(small, large), "images_per_s_large": rate(files, seconds)}
-
-
-def measure_scans(data_dir: Path, args: argparse.Namespace, cores: int, scratch: Path) -> dict[str, float]:
-    """The same stages on synthetic scans (64–160 px, paper, pen, transparent PNG, JPEG), which take the full
-    preprocessing path that MNIST-form images skip; with the accuracy digits-infer reaches on them."""
-    from infer.score import accuracy
-
-    folder = args.cache / f"scans_{args.scans}"
-    write_scans(data_dir, folder, args.scans)
-    files = image_files(folder)
-    decode_rate, _ = measure_decode(files, args.batch_size, cores)
-    out = scratch / "scans.csv"
-    seconds = measure_end_to_end(folder, args.model_dir, "onnx", "cpu", args.batch_size, out, args.repeats)
-    correct, total = accuracy(out, folder / "labels.csv")
-    return {"images": len(files), "decode_preprocess_images_per_s": decode_rate,
-            "end_to_end_images_per_s": rate(len(files), seconds), "accuracy": correct / max(total, 1)}
-
-
-def measure_training(data_dir: Path, device: str) -> dict[str, float]:
-    """One epoch of the default trainer against one epoch of the seed's loop, batch 64, same machine."""
-    import torch
-
-    from bench import seed_mnist
-    from trainer.train import TrainConfig, fit
-
-    ours = fit(TrainConfig(epochs=1, batch_size=64, device=device), data_dir)
-    torch.manual_seed(0)
-    from torchvision import datasets, transforms
-
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    train = torch.utils.data.DataLoader(datasets.MNIST(str(data_dir), train=True, transform=tf), batch_size=64,
-                                        shuffle=True)
-    test = torch.utils.data.DataLoader(datasets.MNIST(str(data_dir), train=False, transform=tf), batch_size=1000)
-    model = seed_mnist.Digit().to(ours.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    seed_mnist.train(model, ours.device, train, optimizer)
-    seed_seconds = time.perf_counter() - start
-    return {"device": ours.device, "ours_epoch_s": ours.history[0].seconds, "ours_test_accuracy": ours.test.accuracy,
-            "ours_train_images": 60000 - 5000, "seed_epoch_s": seed_seconds,
-            "seed_test_accuracy": seed_mnist.test(model, ours.device, test), "seed_train_images": 60000,
-            "speedup": ratio(seed_seconds, ours.history[0].seconds)}
 
 
 def ensure_model(model_dir: Path) -> Path:
@@ -253,8 +94,10 @@ def run(args: argparse.Namespace) -> dict:
         import_torch = median_wall([sys.executable, "-c", "import torch"], args.repeats)
         results["startup"] = {"digits_infer_one_image_s": infer_one, "python_import_torch_s": import_torch,
                               "ratio": ratio(infer_one, import_torch)}
-        if args.scans:
-            results["scans"] = measure_scans(data_dir, args, cores, scratch)
+        if args.per_style:
+            results["styles"] = measure_styles(data_dir, args, cores, scratch)
+        if args.large:
+            results["large"] = measure_large(data_dir, args, scratch)
         if args.memory_files:
             results["memory"] = measure_memory(folder, args.memory_files, args.model_dir, args.batch_size, scratch)
     if args.train:
@@ -275,6 +118,21 @@ def goals(results: dict) -> list[tuple[str, bool, str]]:
     if "memory" in results:
         rows.append(("peak RSS 100k within 20% of 10k", results["memory"]["growth"] <= 0.2,
                      f"{results['memory']['growth']:+.0%}"))
+    if "styles" in results:
+        table = results["styles"]["accuracy"]
+        worst = min((v["accuracy"], k) for k, v in table.items() if k != "all")
+        rows.append(("style suite ≥ 98% on every style", worst[0] >= 0.98, f"lowest {worst[1]} {worst[0]:.2%}"))
+        rows.append(("style suite ≥ 98.5% overall", table["all"]["accuracy"] >= 0.985,
+                     f"{table['all']['accuracy']:.2%}"))
+        if "mnist" in table:
+            rows.append(("style suite: mnist ≥ 99.4%", table["mnist"]["accuracy"] >= 0.994,
+                         f"{table['mnist']['accuracy']:.2%}"))
+        rows.append(("style suite end to end ≥ 80% of decode+preprocess", results["styles"]["vs_decode"] >= 0.8,
+                     f"{results['styles']['vs_decode']:.0%}"))
+    for big in results.get("large", []):
+        rows.append((f"{big['file']} answered in < 2 s within decoded + 200 MB",
+                     big["seconds"] < 2 and big["peak_rss_mb"] < big["decoded_mb"] + 200,
+                     f"{big['seconds']:.2f} s, {big['peak_rss_mb']:.0f} MB ({big['answer']})"))
     if "training" in results:
         rows.append(("trainer epoch no slower than seed", results["training"]["speedup"] >= 1,
                      f"{results['training']['speedup']:.2f}× faster"))
@@ -304,11 +162,21 @@ def show(results: dict) -> None:
     console.print(table)
     for name, reason in results.get("skipped", {}).items():
         console.print(f"skipped {name}: {reason}")
-    if "scans" in results:
-        sc = results["scans"]
-        console.print(f"scans ({sc['images']:,} synthetic, full preprocessing path): decode+preprocess "
-                      f"{sc['decode_preprocess_images_per_s']:,.0f} images/s on all cores; digits-infer (onnx) end to "
-                      f"end {sc['end_to_end_images_per_s']:,.0f} images/s; accuracy {sc['accuracy']:.2%}")
+    if "styles" in results:
+        suite = results["styles"]
+        styles = Table(title=f"style suite: {suite['images']:,} images of MNIST test digits, {suite['per_style']} per "
+                             "style (digits-infer --backend onnx, whole process)")
+        for column in ("style", "accuracy", "error rows"):
+            styles.add_column(column, justify="left" if column == "style" else "right")
+        for row in style_rows(suite):
+            styles.add_row(*row)
+        console.print(styles)
+        console.print(f"style suite throughput: decode+preprocess {suite['decode_preprocess_images_per_s']:,.0f} "
+                      f"images/s on all cores; digits-infer end to end {suite['end_to_end_images_per_s']:,.0f} "
+                      f"images/s = {suite['vs_decode']:.0%} of it")
+    for big in results.get("large", []):
+        console.print(f"{big['file']} ({big['bytes'] / 1e6:.1f} MB file, {big['decoded_mb']:,.0f} MB decoded): "
+                      f"{big['seconds']:.2f} s, peak RSS {big['peak_rss_mb']:.0f} MB, answer {big['answer']}")
     s = results["startup"]
     console.print(f"start-up: digits-infer on one image (onnx) {s['digits_infer_one_image_s']:.2f}s vs "
                   f"python -c 'import torch' {s['python_import_torch_s']:.2f}s → {s['ratio']:.2f}×")
@@ -334,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("artifacts"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
-    parser.add_argument("--scans", type=int, default=2000, help="synthetic scans for the scan rows; 0 skips them")
+    parser.add_argument("--per-style", type=int, default=1000, help="style-suite images per style; 0 skips the suite")
+    parser.add_argument("--large", action=argparse.BooleanOptionalAction, default=True,
+                        help="time a 10000×10000 PNG, a 96 MP JPEG and a float TIFF, one process each")
     parser.add_argument("--memory-files", type=int, default=100000, help="files for the RSS run; 0 skips it")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each whole-process timing (median)")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True, help="time one epoch each")

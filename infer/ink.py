@@ -29,17 +29,21 @@ MIN_CONTRAST = 12  # grey levels between the darkest and brightest smoothed pixe
 LIGHT_GAIN = 0.05  # levelling the light must raise Otsu's separability by this much to be used
 LINE_SPAN = 0.5  # a frame line runs over at least this share of the image's width or height
 LINE_DEPTH = 0.1  # ... and is thinner than this share of the other side
-LINE_SHARE = 0.6  # a component that is mostly such line pixels is frame
+LINE_SHARE = 0.6  # a component mostly of such line pixels is frame if a line runs over FRAME_SPAN of the picture
+FRAME_SPAN = 0.8
+PURE_LINES = 0.9  # a component (almost) only of line pixels is frame: a box, a comb cell, an underline, a rule
 EDGE_SPAN, EDGE_DEPTH = 0.6, 0.2  # a band touching an edge along ≥60% of it, ≤20% deep: a scanner margin
 BORDER_DECISIVE = 0.65  # share of the border one class needs to be called paper
 MIN_STROKE_LENGTH = 2.6  # area / width²: a stroke is longer than wide (a disc is 1.8, a square 2.3)
 DIGIT_SIZE = 0.3  # ... or spans this share of the image's longer side: a blurred digit is still a digit
 DASH_ASPECT = 3.0  # ink several times wider than tall is a dash or a rule, not a digit
 MIN_EXTENT = 5  # pixels (analysis copy): anything smaller is dust
+MIN_DIGIT = 0.03  # ... and so is anything under 3% of the image's longer side (a digit on a page is larger)
 LARGE_PART = 0.25  # strokes at least this share of the largest belong to the digit wherever they are
 PART_SHARE = 0.05  # smaller strokes belong to it only within BROKEN_GAP stroke widths of it; smaller is dust
 BROKEN_GAP = 1.5
-DIGIT_HEIGHT_SHARE = 0.5  # a second group at least half as tall as the tallest is another digit
+DIGIT_HEIGHT_SHARE = 0.7  # another digit is nearly as tall as the tallest component ...
+DIGIT_AREA_SHARE = 0.2  # ... and has a fair share of the largest one's ink (a "1" beside an "8" has about 30%)
 SEPARATION = 0.15  # groups further apart than this share of the height are separate digits
 
 
@@ -190,8 +194,18 @@ def line_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class Cleaned:
     mask: np.ndarray  # without frames
-    lone_vertical: np.ndarray | None = None  # a single vertical line taken as frame: a "1" if nothing else is
+    verticals: np.ndarray | None = None  # straight vertical lines taken out whole: a "1" if nothing else is there
     components: tuple | None = None  # connectedComponentsWithStats of `mask`, when already known
+
+
+def longest_line(lines: np.ndarray, labels: np.ndarray, count: int, extent: int) -> np.ndarray:
+    """Per component of `labels`, the longest of its line segments (width or height, by `extent`)."""
+    segments, segment_labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    longest = np.zeros(count, np.int64)
+    if segments > 1:
+        on = segment_labels > 0
+        np.maximum.at(longest, labels[on], stats[segment_labels[on], extent])
+    return longest
 
 
 def remove_frames(mask: np.ndarray) -> Cleaned:
@@ -210,18 +224,24 @@ def remove_frames(mask: np.ndarray) -> Cleaned:
     horizontal, vertical = line_pixels(mask)
     on_h = np.bincount(labels[horizontal > 0], minlength=count)
     on_v = np.bincount(labels[vertical > 0], minlength=count)
-    frame = ~edge & (on_h + on_v >= LINE_SHARE * area)
-    frame[0] = False
+    share = (on_h + on_v) / np.maximum(area, 1)
+    spans_frame = (longest_line(horizontal, labels, count, cv2.CC_STAT_WIDTH) >= FRAME_SPAN * width) | \
+                  (longest_line(vertical, labels, count, cv2.CC_STAT_HEIGHT) >= FRAME_SPAN * height)
+    # Frame: (almost) nothing but lines, or mostly lines that run across most of the picture (a digit touching
+    # its box). A digit drawn with straight strokes (a 7's bar and stem) is mostly lines too, but they are its
+    # own size, not the picture's.
+    frame = ~edge & ((share >= PURE_LINES) | ((share >= LINE_SHARE) & spans_frame))
     if not edge.any() and not frame.any():
         return Cleaned(mask, None, components)
+    # A component with horizontal lines (box, comb cell, underline, rule; a digit touching its box) loses its
+    # line pixels; one that is only a vertical line goes whole, or comes back whole as a "1" when nothing else
+    # is there (select_digit), since cutting a straight stroke's edges would leave two slivers.
+    vertical_only = frame & (on_h <= 0.1 * area)
     cleaned = mask.copy()
-    cleaned[edge[labels]] = 0
-    cleaned[frame[labels] & ((horizontal | vertical) > 0)] = 0
-    lone = None
-    verticals = np.flatnonzero(frame & (on_h <= 0.1 * area))
-    if len(verticals) == 1 and frame.sum() == 1:
-        lone = (labels == verticals[0]).astype(np.uint8) * 255
-    return Cleaned(cleaned, lone)
+    cleaned[(edge | vertical_only)[labels]] = 0
+    cleaned[(frame & ~vertical_only)[labels] & ((horizontal | vertical) > 0)] = 0
+    verticals = vertical_only[labels].astype(np.uint8) * 255 if vertical_only.any() else None
+    return Cleaned(cleaned, verticals)
 
 
 # --- polarity ---------------------------------------------------------------------------------------------
@@ -286,7 +306,7 @@ def stroke_width(mask: np.ndarray) -> float:
 def is_stroke(labels: np.ndarray, index: int, stat: np.ndarray, shape: tuple[int, int]) -> bool:
     """Drawn with a pen: longer than wide (a speck, a dot or a blot is not), or as large as a digit."""
     x, y, w, h, area = stat
-    if max(w, h) < MIN_EXTENT:
+    if max(w, h) < max(MIN_EXTENT, MIN_DIGIT * max(shape)):
         return False
     if max(w, h) >= DIGIT_SIZE * max(shape):
         return True
@@ -295,10 +315,13 @@ def is_stroke(labels: np.ndarray, index: int, stat: np.ndarray, shape: tuple[int
 
 
 def side_by_side_groups(stats: np.ndarray, strokes: list[int]) -> list[list[int]]:
-    """Stroke components merged where they overlap or nearly touch horizontally; only groups at least half as
-    tall as the tallest count, so a digit's small detached parts never look like another digit."""
+    """Stroke components merged where they overlap or nearly touch horizontally. Only components nearly as tall
+    as the tallest, and not much smaller than the largest, can stand for a digit of their own, so a digit's
+    detached parts (a hook, a bar, a broken stroke) never look like another digit."""
     tallest = max(stats[i, cv2.CC_STAT_HEIGHT] for i in strokes)
-    tall = sorted((i for i in strokes if stats[i, cv2.CC_STAT_HEIGHT] >= DIGIT_HEIGHT_SHARE * tallest),
+    largest = max(stats[i, cv2.CC_STAT_AREA] for i in strokes)
+    tall = sorted((i for i in strokes if stats[i, cv2.CC_STAT_HEIGHT] >= DIGIT_HEIGHT_SHARE * tallest
+                   and stats[i, cv2.CC_STAT_AREA] >= DIGIT_AREA_SHARE * largest),
                   key=lambda i: stats[i, cv2.CC_STAT_LEFT])
     groups: list[list[int]] = []
     group_right = 0
@@ -320,8 +343,8 @@ def select_digit(cleaned: Cleaned) -> np.ndarray:
     mask = cleaned.mask
     count, labels, stats, _ = cleaned.components or cv2.connectedComponentsWithStats(mask, connectivity=8)
     strokes = [i for i in range(1, count) if is_stroke(labels, i, stats[i], mask.shape)]
-    if not strokes and cleaned.lone_vertical is not None:
-        return cleaned.lone_vertical  # a single straight vertical stroke and nothing else: a "1"
+    if not strokes and cleaned.verticals is not None:
+        return select_digit(Cleaned(cleaned.verticals))  # straight vertical strokes and nothing else: a "1"
     if not strokes:
         raise no_ink()  # a lone speck, a dot, dust, or only frame
     strokes.sort(key=lambda i: -stats[i, cv2.CC_STAT_AREA])
@@ -357,40 +380,51 @@ def box_of(stats: np.ndarray, indices: list[int]) -> tuple[int, int, int, int]:
 
 
 def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright: bool,
-            selected: np.ndarray, scale: float) -> Ink:
-    """The selected ink at the working resolution: its box, its mask (thresholded again there, so fine strokes
-    keep their detail), and its coverage (paper 0, stroke cores 255)."""
+            selected: np.ndarray, frames: np.ndarray, scale: float) -> Ink:
+    """The selected ink at the working resolution: its mask and its coverage (paper 0, stroke cores 255).
+
+    Thresholded again at this resolution, so fine strokes keep their detail, with hysteresis: fainter ink
+    (above halfway from paper to Otsu's threshold) joins where it touches the selected strokes, so the grey
+    ends of a blurred or enlarged thumbnail are not cut off. Frame pixels (`frames`) never join.
+    """
     height, width = grey.shape
     x, y, w, h = cv2.boundingRect(selected)
     if w == 0 or h == 0:
         raise no_ink()
-    if scale != 1.0:  # box and selection back to working pixels, a pixel of margin for the reduction
-        x0, y0 = max(0, int((x - 1) / scale)), max(0, int((y - 1) / scale))
-        x1, y1 = min(width, int(np.ceil((x + w + 1) / scale))), min(height, int(np.ceil((y + h + 1) / scale)))
-        sx, sy = max(0, x - 1), max(0, y - 1)
-        part = cv2.dilate(selected[sy : y + h + 1, sx : x + w + 1], np.ones((3, 3), np.uint8))
-        selected = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-        if light is not None:
-            light = cv2.resize(light[sy : y + h + 1, sx : x + w + 1], (x1 - x0, y1 - y0),
-                               interpolation=cv2.INTER_LINEAR)
-        x, y, w, h = x0, y0, x1 - x0, y1 - y0
-    else:
-        selected = selected[y : y + h, x : x + w]
-        if light is not None:
-            light = light[y : y + h, x : x + w]
-    levelled = level(grey[y : y + h, x : x + w], light)
+    margin = max(2, int(0.15 * max(w, h)))  # analysis pixels around the selection where faint ink may join
+    ax0, ay0 = max(0, x - margin), max(0, y - margin)
+    ax1, ay1 = min(selected.shape[1], x + w + margin), min(selected.shape[0], y + h + margin)
+    x0, y0 = int(ax0 / scale), int(ay0 / scale)
+    x1, y1 = min(width, int(np.ceil(ax1 / scale))), min(height, int(np.ceil(ay1 / scale)))
+    size = (x1 - x0, y1 - y0)
+
+    def to_working(mask: np.ndarray) -> np.ndarray:
+        part = mask[ay0:ay1, ax0:ax1]
+        if scale != 1.0:
+            part = cv2.resize(cv2.dilate(part, np.ones((3, 3), np.uint8)), size, interpolation=cv2.INTER_NEAREST)
+        return part
+
+    if light is not None:
+        light = light[ay0:ay1, ax0:ax1]
+        light = light if scale == 1.0 else cv2.resize(light, size, interpolation=cv2.INTER_LINEAR)
+    levelled = level(grey[y0:y1, x0:x1], light)
     if not bright:
-        levelled = cv2.bitwise_not(levelled)
-        threshold = 255 - threshold
-    mask = cv2.threshold(levelled, threshold, 255, cv2.THRESH_BINARY)[1]
-    keep = cv2.bitwise_and(mask, selected)
-    x, y, w, h = cv2.boundingRect(keep)
-    if w == 0 or h == 0:
+        levelled, threshold = cv2.bitwise_not(levelled), 255 - threshold
+    strong = cv2.threshold(levelled, threshold, 255, cv2.THRESH_BINARY)[1]
+    seeds = cv2.bitwise_and(strong, to_working(selected))
+    if not cv2.countNonZero(seeds):
         raise no_ink()
-    keep, levelled, mask = keep[y : y + h, x : x + w], levelled[y : y + h, x : x + w], mask[y : y + h, x : x + w]
-    paper_mask = cv2.bitwise_not(mask)
-    paper = cv2.mean(levelled, mask=paper_mask)[0] if cv2.countNonZero(paper_mask) else 0.0
-    ink_mean, ink_std = cv2.meanStdDev(levelled, mask=keep)
+    paper = cv2.mean(levelled, mask=cv2.bitwise_not(strong))[0] if cv2.countNonZero(strong) < strong.size else 0.0
+    faint = cv2.threshold(levelled, (paper + threshold) / 2, 255, cv2.THRESH_BINARY)[1]
+    faint = cv2.bitwise_and(faint, cv2.bitwise_not(to_working(frames)))
+    count, labels = cv2.connectedComponents(faint, connectivity=8)
+    joined = np.zeros(count, bool)
+    joined[np.unique(labels[seeds > 0])] = True
+    joined[0] = False
+    keep = cv2.bitwise_or(seeds, joined[labels].astype(np.uint8) * 255)
+    bx, by, bw, bh = cv2.boundingRect(keep)
+    keep, levelled = keep[by : by + bh, bx : bx + bw], levelled[by : by + bh, bx : bx + bw]
+    ink_mean, ink_std = cv2.meanStdDev(levelled, mask=cv2.bitwise_and(keep, strong[by : by + bh, bx : bx + bw]))
     ink = min(float(ink_mean[0, 0] + ink_std[0, 0]), float(levelled.max()))
     if ink - paper < MIN_CONTRAST / 2:
         raise no_ink()
@@ -417,4 +451,6 @@ def find_digit(grey: np.ndarray) -> Ink:
         is_bright = not dark_ink
         chosen = remove_frames(bright_mask if is_bright else cv2.bitwise_not(bright_mask))
     selected = select_digit(chosen)
-    return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, scale)
+    ink_class = bright_mask if is_bright else cv2.bitwise_not(bright_mask)
+    frames = cv2.subtract(ink_class, chosen.mask)  # frame and edge pixels taken out of the ink class
+    return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, frames, scale)

@@ -24,8 +24,8 @@ def cores() -> int:
 
 
 def default_workers() -> int:
-    """Half the cores preprocess, the other half run the model (measured best on 2 cores: README, Benchmarks)."""
-    return max(1, cores() // 2)
+    """A preprocessing thread per core; infer.pipeline.Balance lets one fewer run while the model is busy."""
+    return cores()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,19 +100,68 @@ def rows_of(prepared: Prepared, classify: Classifier, display: Callable[[str], s
     ]
 
 
+class Balance:
+    """How many batches may be preprocessed at once. The model runs on the main thread between batches; while
+    preprocessing takes no more than twice the model's time per batch (MNIST-form PNGs), the model keeps a core
+    of its own and `workers - 1` threads preprocess (two threads of short OpenCV calls contend for the GIL).
+    When preprocessing takes longer (scans take the full path), the model mostly waits, so its core is given
+    to preprocessing too: all `workers` threads run. Measured per batch, so a mixed folder follows its mix."""
+
+    def __init__(self, workers: int) -> None:
+        self.low, self.high = max(1, workers - 1), workers
+        self.allowed = self.low
+        self.active = 0
+        self.changed = threading.Condition()
+        self.prepare_seconds = self.classify_seconds = 0.0  # per batch, exponentially weighted
+
+    def run(self, preparer: Preparer, chunk: list[str]) -> Prepared:
+        with self.changed:
+            self.changed.wait_for(lambda: self.active < self.allowed)
+            self.active += 1
+        start = time.perf_counter()
+        try:
+            return preparer(chunk)
+        finally:
+            elapsed = time.perf_counter() - start
+            with self.changed:
+                self.active -= 1
+                self.prepare_seconds = _weighted(self.prepare_seconds, elapsed)
+                self.changed.notify_all()
+
+    def classified(self, seconds: float) -> None:
+        with self.changed:
+            self.classify_seconds = _weighted(self.classify_seconds, seconds)
+            bound = self.prepare_seconds > 2 * self.classify_seconds
+            self.allowed = self.high if bound else self.low
+            self.changed.notify_all()
+
+
+def _weighted(average: float, value: float) -> float:
+    return value if average == 0 else 0.7 * average + 0.3 * value
+
+
 def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int, workers: int,
                      preparer: Preparer, display: Callable[[str], str] = str) -> Iterator[list[Row]]:
-    """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight."""
+    """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight;
+    `workers` threads preprocess, as many at once as Balance allows."""
     cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV's own threads only contend on tiny images
+    balance = Balance(workers)
+
+    def rows(prepared: Prepared) -> list[Row]:
+        start = time.perf_counter()
+        done = rows_of(prepared, classify, display)
+        balance.classified(time.perf_counter() - start)
+        return done
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess") as pool:
         pending: deque = deque()
         try:
             for chunk in batched(paths, batch_size):
-                pending.append(pool.submit(preparer, chunk))
+                pending.append(pool.submit(balance.run, preparer, chunk))
                 if len(pending) > 2 * workers:
-                    yield rows_of(pending.popleft().result(), classify, display)
+                    yield rows(pending.popleft().result())
             while pending:
-                yield rows_of(pending.popleft().result(), classify, display)
+                yield rows(pending.popleft().result())
         finally:
             for future in pending:
                 future.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from infer.backends import BACKENDS
 from infer.contract import read_manifest
 from infer.csvout import CsvSink, partial_path
 from infer.discover import Walk, display_path
-from infer.options import InferOptions
+from infer.options import InferOptions, cores
 from infer.pipeline import Preparer, Row, classify_batches
 
 
@@ -53,8 +52,9 @@ def classify_paths(paths: list[str], options: InferOptions,
     backend = BACKENDS[options.backend]
     manifest = read_manifest(options.model_dir)
     model_file = manifest.trusted_file(backend.artifact)
-    # The model gets the cores that the preprocessing threads leave (at least one).
-    opened = backend.open(model_file, options.device, max(1, (os.cpu_count() or 1) - options.workers))
+    # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
+    # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
+    opened = backend.open(model_file, options.device, max(1, cores() // 2))
     sink = CsvSink(options.output, manifest.labels, options.resume).open()
     summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
                       output=options.output)

@@ -21,7 +21,8 @@ def test_rates_ratios_and_growth():
 def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--images", "200", "--naive-images", "100", "--model-dir", str(artifacts), "--data-dir", str(data_dir),
-          "--cache", str(tmp_path / "cache"), "--memory-files", "400", "--scans", "60", "--repeats", "1", "--no-train",
+          "--cache", str(tmp_path / "cache"), "--memory-files", "400", "--per-style", "8", "--no-large",
+          "--repeats", "1", "--no-train",
           "--json", str(out)])
     results = json.loads(out.read_text())
     assert results["images"] == 200 and results["naive_images_per_s"] > 0
@@ -33,7 +34,13 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
         assert row["vs_naive"] == pytest.approx(row["end_to_end_images_per_s"] / results["naive_images_per_s"])
     assert results["memory"]["files_large"] == 400 and results["memory"]["rss_mib_small"] > 0
     assert results["startup"]["python_import_torch_s"] > 0
-    assert results["scans"]["images"] == 60 and results["scans"]["end_to_end_images_per_s"] > 0
-    assert results["scans"]["accuracy"] > 0.5  # the tiny model, on real digits drawn as scans
+    suite = results["styles"]
+    assert suite["images"] == 80 and suite["end_to_end_images_per_s"] > 0
+    assert suite["decode_preprocess_images_per_s"] > 0
+    assert set(suite["accuracy"]) == {"all", "mnist", "paper", "bold", "thin", "lowres", "cell", "photo", "colour",
+                                      "faint", "specks"}
+    assert suite["accuracy"]["all"]["images"] == 80 and suite["accuracy"]["all"]["accuracy"] > 0.5  # the tiny model
+    assert suite["vs_decode"] == pytest.approx(
+        suite["end_to_end_images_per_s"] / suite["decode_preprocess_images_per_s"])
     printed = capsys.readouterr().out
     assert "digits-infer end to end" in printed and "import torch" in printed

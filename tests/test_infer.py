@@ -83,7 +83,7 @@ def test_onnx_path_never_imports_torch(artifacts, tmp_path):
 def test_csv_round_trip_with_awkward_names(artifacts, tmp_path):
     folder = tmp_path / "scans"
     folder.mkdir()
-    source = (SAMPLES / "00_paper.png").read_bytes()
+    source = (SAMPLES / "01_paper.png").read_bytes()
     names = ["with space.png", "comma,name.png", 'quote"d.png', "new\nline.png", "emoji 😀.png", "ÜMLAUT.PNG"]
     for name in names:
         (folder / name).write_bytes(source)
@@ -101,16 +101,16 @@ def test_csv_round_trip_with_awkward_names(artifacts, tmp_path):
 
 
 def test_stdout_output(artifacts):
-    proc = infer(artifacts, SAMPLES / "04_white_on_black.png", "-o", "-")
+    proc = infer(artifacts, SAMPLES / "00_mnist.png", "-o", "-")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert len(rows) == 1 and rows[0]["path"].endswith("04_white_on_black.png") and rows[0]["prediction"]
+    assert len(rows) == 1 and rows[0]["path"].endswith("00_mnist.png") and rows[0]["prediction"]
 
 
 def test_bad_files_give_error_rows_and_exit_1(artifacts, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    shutil.copy(SAMPLES / "04_white_on_black.png", folder / "good.png")
+    shutil.copy(SAMPLES / "00_mnist.png", folder / "good.png")
     (folder / "empty.png").write_bytes(b"")
     (folder / "text.png").write_text("this is not an image")
     (folder / "notes.txt").write_text("skipped")
@@ -148,8 +148,8 @@ def test_cuda_without_cuda_exits_2(artifacts, tmp_path):
 
 def test_no_recursive_skips_subfolders(artifacts, tmp_path):
     (tmp_path / "top" / "sub").mkdir(parents=True)
-    shutil.copy(SAMPLES / "04_white_on_black.png", tmp_path / "top" / "a.png")
-    shutil.copy(SAMPLES / "04_white_on_black.png", tmp_path / "top" / "sub" / "b.png")
+    shutil.copy(SAMPLES / "00_mnist.png", tmp_path / "top" / "a.png")
+    shutil.copy(SAMPLES / "00_mnist.png", tmp_path / "top" / "sub" / "b.png")
     proc = infer(artifacts, tmp_path / "top", "--no-recursive", "-o", "-", "--quiet")
     assert proc.returncode == 0 and proc.stderr == ""
     assert [r["path"] for r in csv.DictReader(io.StringIO(proc.stdout))] == [str(tmp_path / "top" / "a.png")]

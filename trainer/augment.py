@@ -35,3 +35,42 @@ def random_affine(images: torch.Tensor, ranges: AffineRange, generator: torch.Ge
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@dataclass(frozen=True)
+class StyleRange:
+    """How often a training image is drawn as users' scans draw digits: with a thicker or thinner pen (a
+    partial dilation or erosion), or as a thumbnail (reduced to 7–16 px and enlarged back)."""
+
+    stroke_share: float = 0.5
+    lowres_share: float = 0.25
+    lowres_sizes: tuple[int, int] = (7, 16)
+
+
+def random_stroke(images: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Thicken or thin the strokes of a random `share` of the images by up to one pixel: a 3×3 max (or min)
+    filter, blended in by a random amount so the width changes continuously."""
+    draws = torch.rand(len(images), 3, generator=generator).to(images.device)
+    amount = (draws[:, 0] < share) * draws[:, 2]
+    thicker = F.max_pool2d(images, 3, stride=1, padding=1)
+    thinner = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    target = torch.where((draws[:, 1] < 0.5)[:, None, None, None], thicker, thinner)
+    return images + amount[:, None, None, None] * (target - images)
+
+
+def random_lowres(images: torch.Tensor, ranges: StyleRange, generator: torch.Generator) -> torch.Tensor:
+    """Replace a random share of the images by a copy area-averaged to one random size in lowres_sizes and
+    enlarged back (bilinear or nearest, by a coin), as thumbnails enlarged by users look."""
+    chosen = (torch.rand(len(images), generator=generator) < ranges.lowres_share).to(images.device)
+    if not bool(chosen.any()):
+        return images
+    low, high = ranges.lowres_sizes
+    size = int(torch.randint(low, high + 1, (1,), generator=generator))
+    mode = "nearest" if bool(torch.rand(1, generator=generator) < 0.5) else "bilinear"
+    height, width = images.shape[-2:]
+    small = F.interpolate(images[chosen], size=(size, size), mode="area")
+    back = F.interpolate(small, size=(height, width), mode=mode, **({} if mode == "nearest" else
+                                                                    {"align_corners": False}))
+    out = images.clone()
+    out[chosen] = back
+    return out

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from infer.devices import torch_device
-from trainer.augment import AffineRange, random_affine
+from trainer.augment import AffineRange, StyleRange, random_affine, random_lowres, random_stroke
 from trainer.data import Split, load_split, to_float
 from trainer.model import MNIST_MEAN, MNIST_STD, Digit
 
@@ -35,6 +35,7 @@ class TrainConfig:
     schedule: str = "onecycle"
     weight_decay: float = 0.0
     augment: bool = True
+    style_augment: bool = True  # thicker/thinner pens and thumbnails (README, "Training for every style")
     train_limit: int | None = None  # first N training images only: quick runs and tests
     test_limit: int | None = None
 
@@ -153,7 +154,7 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
         if config.schedule == "onecycle"
         else None
     )
-    ranges = AffineRange()
+    ranges, styles = AffineRange(), StyleRange()
     history: list[EpochRecord] = []
     best_state, best_accuracy, chosen_epoch = None, -1.0, config.epochs
 
@@ -166,6 +167,8 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             inputs = train_images[batch]
+            if config.style_augment:
+                inputs = random_lowres(random_stroke(inputs, styles.stroke_share, generator), styles, generator)
             if config.augment:
                 inputs = random_affine(inputs, ranges, generator)
             loss = F.nll_loss(model(normalize(inputs)), train_labels[batch])
