@@ -23,6 +23,7 @@ import numpy as np
 from bench.arith import growth, pipeline_limit, rate, ratio
 from bench.mnist_png import write_mnist_pngs
 from bench.scans import write_scans
+from bench.torch_formats import measure_formats, show_formats
 from infer.contract import ArtifactError, read_manifest
 from infer.devices import DeviceError
 from trainer.data import resolve_data_dir
@@ -68,10 +69,9 @@ def _noop(_: int) -> None:
 def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size: int, device: str,
                   threads: int, repeats: int = 3) -> tuple[float, str]:
     """images/s of one backend on already preprocessed tensors (best of `repeats` passes)."""
-    from infer.backends import BACKENDS
+    from infer.backends import open_model
 
-    row = BACKENDS[backend]
-    opened = row.open(read_manifest(model_dir).trusted_file(row.artifact), device, threads)
+    opened = open_model(read_manifest(model_dir), backend, None, device, threads)
     opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
     best = 0.0
     for _ in range(repeats):
@@ -248,6 +248,8 @@ def run(args: argparse.Namespace) -> dict:
                                  "vs_limit": ratio(e2e, limit), "one_image_s": startup,
                                  "steady_images_per_s": steady, "steady_vs_limit": ratio(steady, limit)}
         results["backends"] = backends
+        results["formats"] = measure_formats(args.model_dir, folder, tensors, args.batch_size, args.device, cores,
+                                             args.repeats, scratch)
         one_cpu = infer_command([files[0]], args.model_dir, scratch / "one.csv", "onnx", "cpu", args.batch_size)
         infer_one = backends["onnx"]["one_image_s"] if args.device == "cpu" else median_wall(one_cpu, args.repeats)
         import_torch = median_wall([sys.executable, "-c", "import torch"], args.repeats)
@@ -302,6 +304,7 @@ def show(results: dict) -> None:
                       f"{row['steady_images_per_s']:,.0f}",
                       f"{ratio(row['steady_images_per_s'], naive):.1f}×", f"{row['steady_vs_limit']:.0%}")
     console.print(table)
+    show_formats(console, results["formats"], results["batch_size"])
     for name, reason in results.get("skipped", {}).items():
         console.print(f"skipped {name}: {reason}")
     if "scans" in results:
