@@ -29,6 +29,7 @@ from bench.stages import (
     median_wall,
 )
 from bench.suite import measure_styles, style_rows
+from bench.torch_formats import measure_formats, show_formats
 from bench.training import measure_training
 from infer.contract import ArtifactError, read_manifest
 from infer.devices import DeviceError
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> dict:
                                  "vs_limit": ratio(e2e, limit), "one_image_s": startup,
                                  "steady_images_per_s": steady, "steady_vs_limit": ratio(steady, limit)}
         results["backends"] = backends
+        results["formats"] = measure_formats(args.model_dir, folder, tensors, args.batch_size, args.device, cores,
+                                             args.repeats, scratch)
         one_cpu = infer_command([files[0]], args.model_dir, scratch / "one.csv", "onnx", "cpu", args.batch_size)
         infer_one = backends["onnx"]["one_image_s"] if args.device == "cpu" else median_wall(one_cpu, args.repeats)
         import_torch = median_wall([sys.executable, "-c", "import torch"], args.repeats)
@@ -160,6 +163,7 @@ def show(results: dict) -> None:
                       f"{row['steady_images_per_s']:,.0f}",
                       f"{ratio(row['steady_images_per_s'], naive):.1f}×", f"{row['steady_vs_limit']:.0%}")
     console.print(table)
+    show_formats(console, results["formats"], results["batch_size"])
     for name, reason in results.get("skipped", {}).items():
         console.print(f"skipped {name}: {reason}")
     if "styles" in results:

@@ -59,10 +59,9 @@ def _noop(_: int) -> None:
 def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size: int, device: str,
                   threads: int, repeats: int = 3) -> tuple[float, str]:
     """images/s of one backend on already preprocessed tensors (best of `repeats` passes)."""
-    from infer.backends import BACKENDS
+    from infer.backends import open_model
 
-    row = BACKENDS[backend]
-    opened = row.open(read_manifest(model_dir).trusted_file(row.artifact), device, threads)
+    opened = open_model(read_manifest(model_dir), backend, None, device, threads)
     opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
     best = 0.0
     for _ in range(repeats):

@@ -19,7 +19,8 @@ EXIT_HELP = (
     "Exit codes: 0 parity holds; 1 parity failed or an artifact does not match its manifest; "
     "2 bad usage, missing or corrupt checkpoint/artifacts/data, or --device cuda without CUDA."
 )
-app = typer.Typer(add_completion=False, help=f"Export Digit to TorchScript and ONNX and prove parity. {EXIT_HELP}")
+app = typer.Typer(add_completion=False, help="Export Digit to TorchScript, ONNX, torch.export (.pt2) and an "
+                  f"AOTInductor package, and prove parity. {EXIT_HELP}")
 out_console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
@@ -69,13 +70,16 @@ def main(
     device: Device = DEVICE,
     atol: float | None = ATOL,
     cuda_atol: float = CUDA_ATOL_OPTION,
+    aoti: bool = typer.Option(True, help="Also build the AOTInductor package (needs a C++ compiler, $CXX or g++; "
+                              "without one, or if the build fails, one line says so and the rest is written)."),
 ) -> None:
-    """Export the checkpoint into OUT (ONNX, TorchScript, manifest.json, parity.json) and check parity."""
+    """Export the checkpoint into OUT (TorchScript, ONNX, .pt2, AOTInductor, manifest.json, parity.json) and
+    check parity."""
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings(data_dir, parity_samples, device, atol, cuda_atol)
     try:
-        manifest, report = export(checkpoint, out, settings)
+        manifest, report = export(checkpoint, out, settings, aoti=aoti)
     except (CheckpointError, DataError, DeviceError) as exc:
         _fail(exc, device)
     _show(report)

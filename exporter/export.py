@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporter.formats import FORMATS
+from exporter.formats import FORMATS, Format, FormatUnavailable, chosen_formats
 from exporter.manifest import build_manifest, graph_metadata, integrity_problems
 from exporter.parity import CPU_ATOL, CUDA_ATOL, ParityReport, check_parity
 from exporter.wrapper import DeployedDigit
@@ -63,11 +63,30 @@ def _replace_dir(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[str, object], ParityReport]:
+def write_formats(deployed: DeployedDigit, staging: Path, metadata: dict[str, str],
+                  formats: tuple[Format, ...]) -> tuple[list[Format], list[str]]:
+    """Write each format into `staging`: (the formats written, one line for each optional one that was not)."""
+    written, not_built = [], []
+    for fmt in formats:
+        try:
+            fmt.export(deployed, staging / fmt.file, metadata)
+        except FormatUnavailable as exc:
+            if not fmt.optional:
+                raise
+            not_built.append(f"{fmt.name}: not built: {exc}")
+            continue
+        written.append(fmt)
+    return written, not_built
+
+
+def export(checkpoint: Path, out: Path, settings: ParitySettings,
+           aoti: bool = True) -> tuple[dict[str, object], ParityReport]:
     """Write every format, check parity, write parity.json and the manifest, then move the folder into place.
 
     The folder is built beside `out` and renamed, so an interrupted export leaves the previous one intact.
-    A parity failure still writes the folder, with the manifest marking parity as failed.
+    A parity failure still writes the folder, with the manifest marking parity as failed. The AOTInductor
+    package is built unless `aoti` is off; when it cannot be built, report.skipped says why in one line and
+    the manifest lists only the formats written.
     """
     devices = settings.devices()
     model, ckpt_meta = load_checkpoint(checkpoint)
@@ -82,12 +101,12 @@ def export(checkpoint: Path, out: Path, settings: ParitySettings) -> tuple[dict[
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the artifacts folder is meant to be shipped
     try:
-        for fmt in FORMATS:
-            fmt.export(deployed, staging / fmt.file, metadata)
+        written, not_built = write_formats(deployed, staging, metadata, chosen_formats(aoti))
         report = check_parity(staging, images, labels, devices, eager=deployed,
-                              cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol)
+                              cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol, formats=written)
+        report.skipped[:0] = not_built
         (staging / PARITY_NAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        manifest = build_manifest(staging, out, checkpoint, checkpoint_sha256, metrics, report)
+        manifest = build_manifest(staging, out, checkpoint, checkpoint_sha256, metrics, report, written)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(staging, out)
     except BaseException:
@@ -125,7 +144,8 @@ def reference_model(manifest, checkpoint: Path | None) -> tuple[DeployedDigit | 
 
 
 def verify(folder: Path, settings: ParitySettings, checkpoint: Path | None = None) -> Verification:
-    """Re-check an artifacts folder: files and hashes, the ONNX checker, then parity on real test images.
+    """Re-check an artifacts folder: files and hashes, the ONNX checker, then parity on real test images of
+    every format the manifest lists (an optional format, such as the AOTInductor package, may be absent).
 
     The eager reference is the source checkpoint (`checkpoint`, else the manifest's, found relative to the
     manifest) when it is present and unchanged; otherwise TorchScript on the CPU, and `note` says why.
@@ -142,6 +162,7 @@ def verify(folder: Path, settings: ParitySettings, checkpoint: Path | None = Non
         return Verification([f"{onnx_path}: ONNX checker failed ({str(exc).splitlines()[0]})"], None)
     eager, note = reference_model(manifest, checkpoint)
     images, labels = parity_images(settings)
+    listed = [fmt for fmt in FORMATS if fmt.name in manifest.artifacts]
     report = check_parity(folder, images, labels, devices, eager=eager,
-                          cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol)
+                          cpu_atol=settings.cpu_atol, cuda_atol=settings.cuda_atol, formats=listed)
     return Verification([], report, note)

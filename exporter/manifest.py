@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
 import onnxruntime
 import torch
 
-from exporter.formats import FORMATS
+from exporter.formats import FORMATS, Format
 from exporter.parity import ParityReport
 from infer.contract import (
     INPUT_CONTRACT,
@@ -29,7 +30,8 @@ NORMALIZATION = {"mean": MNIST_MEAN, "std": MNIST_STD, "inside_graph": True}
 
 
 def graph_metadata(checkpoint_sha256: str, test_accuracy: object) -> dict[str, str]:
-    """Key/value strings carried inside the ONNX file (metadata_props) and the TorchScript extra files."""
+    """Key/value strings carried inside the ONNX file (metadata_props), the TorchScript and .pt2 extra files and
+    the AOTInductor package's metadata."""
     entries = {
         "labels": json.dumps(list(LABELS)),
         "normalization": json.dumps(NORMALIZATION),
@@ -42,9 +44,10 @@ def graph_metadata(checkpoint_sha256: str, test_accuracy: object) -> dict[str, s
 
 
 def build_manifest(staging: Path, final: Path, checkpoint: Path, checkpoint_sha256: str,
-                   metrics: dict[str, object], report: ParityReport) -> dict[str, object]:
-    """The manifest of the files in `staging`, which will be renamed to `final`: the checkpoint's path is stored
-    relative to `final`, so `verify` finds it from any working folder."""
+                   metrics: dict[str, object], report: ParityReport,
+                   formats: Sequence[Format] = FORMATS) -> dict[str, object]:
+    """The manifest of the files in `staging` (one entry per format written), which will be renamed to `final`:
+    the checkpoint's path is stored relative to `final`, so `verify` finds it from any working folder."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -56,7 +59,7 @@ def build_manifest(staging: Path, final: Path, checkpoint: Path, checkpoint_sha2
         "artifacts": {
             fmt.name: {"file": fmt.file, "sha256": file_sha256(staging / fmt.file),
                        "bytes": (staging / fmt.file).stat().st_size}
-            for fmt in FORMATS
+            for fmt in formats
         },
         "source": {"checkpoint": os.path.relpath(checkpoint.resolve(), final.resolve()),
                    "sha256": checkpoint_sha256, "metrics": metrics},
@@ -67,9 +70,12 @@ def build_manifest(staging: Path, final: Path, checkpoint: Path, checkpoint_sha2
 
 
 def integrity_problems(manifest: Manifest) -> list[str]:
-    """One line per format of the table that is unlisted, missing, resized or changed since export."""
+    """One line per format of the table that is unlisted (optional formats may be), missing, resized or changed
+    since export."""
     problems = []
     for fmt in FORMATS:
+        if fmt.optional and fmt.name not in manifest.artifacts:
+            continue
         try:
             manifest.verified_file(fmt.name)
         except ArtifactError as exc:

@@ -8,12 +8,13 @@ atol, and a top-1 flip is tolerated only where the reference's top two probabili
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from exporter.formats import FORMATS, BackendUnavailable, Runner, eager_runner
+from exporter.formats import FORMATS, BackendUnavailable, Format, Runner, eager_runner
 from exporter.wrapper import DeployedDigit
 
 CPU_ATOL = 1e-5
@@ -72,8 +73,8 @@ def compare_row(backend: str, device: str, probs: np.ndarray, reference: np.ndar
 
 def check_parity(artifact_dir: Path, images: np.ndarray, labels: np.ndarray, devices: list[str],
                  eager: DeployedDigit | None = None, cpu_atol: float = CPU_ATOL,
-                 cuda_atol: float = CUDA_ATOL) -> ParityReport:
-    """Run eager (when given) and every exported format on each device against the CPU reference.
+                 cuda_atol: float = CUDA_ATOL, formats: Sequence[Format] = FORMATS) -> ParityReport:
+    """Run eager (when given) and each of `formats` on each device against the CPU reference.
 
     The reference is eager on the CPU; `verify` without the source checkpoint uses TorchScript on the CPU.
     """
@@ -82,7 +83,7 @@ def check_parity(artifact_dir: Path, images: np.ndarray, labels: np.ndarray, dev
     for device in devices:
         if eager is not None:
             runners.append(("eager", device, eager_runner(eager, device)))
-        for fmt in FORMATS:
+        for fmt in formats:
             try:
                 runners.append((fmt.name, device, fmt.runner(artifact_dir / fmt.file, device)))
             except BackendUnavailable as exc:

@@ -24,10 +24,19 @@ class Backend(str, Enum):
     torch = "torch"
 
 
+class TorchFormat(str, Enum):
+    pt2 = "pt2"
+    aoti = "aoti"
+    torchscript = "torchscript"
+
+
 @app.command(help=f"Classify digit images (files and folders) into a CSV.\n\n{EXIT_HELP}")
 def main(
     paths: List[str] = typer.Argument(..., help="Image files and/or folders.", show_default=False),
-    backend: Backend = typer.Option(DEFAULTS.backend, help="onnx: ONNX Runtime, no torch needed; torch: TorchScript."),
+    backend: Backend = typer.Option(DEFAULTS.backend, help="onnx: ONNX Runtime, no torch needed; torch: PyTorch."),
+    torch_format: TorchFormat | None = typer.Option(
+        DEFAULTS.torch_format, show_default=False, help="With --backend torch: pt2 (torch.export), aoti "
+        "(AOTInductor, CPU) or torchscript [default: pt2 when the manifest lists it, else torchscript]."),
     device: Device = typer.Option(DEFAULTS.device, help="auto uses CUDA when it works; cuda without it exits 2."),
     model_dir: Path = typer.Option(DEFAULTS.model_dir, help="Folder written by digits-export (manifest.json)."),
     output: str = typer.Option(str(DEFAULTS.output), "--output", "-o", help="CSV to write; - for stdout."),
@@ -41,8 +50,8 @@ def main(
     from infer.console import run_with_progress
 
     options = InferOptions(
-        backend=backend.value, device=device.value, model_dir=model_dir,
-        output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
+        backend=backend.value, torch_format=torch_format.value if torch_format else None, device=device.value,
+        model_dir=model_dir, output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
         recursive=recursive, max_pixels=max_pixels, resume=resume,
     )
     raise typer.Exit(run_with_progress(paths, options, quiet=quiet))

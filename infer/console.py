@@ -11,7 +11,7 @@ from infer.backends import MissingExtra
 from infer.contract import ArtifactError
 from infer.csvout import OutputError
 from infer.devices import DeviceError
-from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions
+from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions, OptionError
 from infer.run import Interrupted, Summary, classify_paths
 
 
@@ -35,7 +35,7 @@ def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = Fal
     except DeviceError as exc:
         say(f"digits-infer: error: --device {options.device}: {exc}")
         return EXIT_USAGE
-    except (ArtifactError, OutputError, MissingExtra) as exc:
+    except (ArtifactError, OutputError, MissingExtra, OptionError) as exc:
         say(f"digits-infer: error: {exc}")
         return EXIT_USAGE
     except BrokenPipeError:  # `-o - | head`: the reader has all it wanted

@@ -17,6 +17,12 @@ EXIT_HELP = (
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: a 10000×10000 scan is fine, a decompression bomb is refused
 MAX_PIXELS_LIMIT = 1 << 40  # the largest --max-pixels accepted (OpenCV's own cap is set to it)
 OPENCV_PIXEL_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+TORCH_FORMATS = ("pt2", "aoti", "torchscript")  # the artifacts --backend torch can load
+DEFAULT_TORCH_FORMATS = ("pt2", "torchscript")  # without --torch-format: the first the manifest lists
+
+
+class OptionError(Exception):
+    """Options that do not go together: one line naming them."""
 
 
 def cores() -> int:
@@ -33,6 +39,7 @@ class InferOptions:
     """Every option of a run, with its default: the CLI takes its defaults from here."""
 
     backend: str = "onnx"
+    torch_format: str | None = None  # --backend torch only; None: the first of DEFAULT_TORCH_FORMATS listed
     device: str = "auto"
     model_dir: Path = Path("artifacts")
     output: Path | None = Path("predictions.csv")  # None: stdout

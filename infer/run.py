@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from infer.backends import BACKENDS
+from infer.backends import open_model
 from infer.contract import read_manifest
 from infer.csvout import CsvSink, partial_path
 from infer.discover import Walk, display_path
@@ -49,12 +49,10 @@ def classify_paths(paths: list[str], options: InferOptions,
     """Classify every image under `paths` into options.output. Raises ModelError/DeviceError/OutputError
     before any work when the model, device or output is unusable, and Interrupted on Ctrl-C."""
     started = time.perf_counter()
-    backend = BACKENDS[options.backend]
     manifest = read_manifest(options.model_dir)
-    model_file = manifest.trusted_file(backend.artifact)
     # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
     # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
-    opened = backend.open(model_file, options.device, max(1, cores() // 2))
+    opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
     sink = CsvSink(options.output, manifest.labels, options.resume).open()
     summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
                       output=options.output)

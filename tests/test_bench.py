@@ -32,6 +32,12 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
         assert row["limit_images_per_s"] == pytest.approx(
             pipeline_limit(results["decode_preprocess_images_per_s"], row["model_images_per_s"]))
         assert row["vs_naive"] == pytest.approx(row["end_to_end_images_per_s"] / results["naive_images_per_s"])
+    formats = results["formats"]
+    assert list(formats) == ["onnx", "pt2", "torchscript"]  # what the session export lists, ONNX first
+    for row in formats.values():
+        assert row["model_images_per_s"] > 0 and row["end_to_end_images_per_s"] > 0
+        assert 0 < row["load_s"] < 60 and 0 < row["warm_load_s"] < 60
+        assert row["mb"] > 1 and row["device"] == "cpu"
     assert results["memory"]["files_large"] == 400 and results["memory"]["rss_mib_small"] > 0
     assert results["startup"]["python_import_torch_s"] > 0
     suite = results["styles"]
@@ -44,3 +50,4 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
         suite["end_to_end_images_per_s"] / suite["decode_preprocess_images_per_s"])
     printed = capsys.readouterr().out
     assert "digits-infer end to end" in printed and "import torch" in printed
+    assert "model formats" in printed and "fastest here: model only" in printed

@@ -43,7 +43,7 @@ def test_every_backend_agrees_with_eager_on_1000_real_images(artifacts, tiny_run
     report = json.loads((artifacts / "parity.json").read_text())
     assert report["passed"] and report["samples"] == 1000
     assert {(r["backend"], r["device"]) for r in report["rows"]} == {
-        ("eager", "cpu"), ("torchscript", "cpu"), ("onnx", "cpu")}
+        ("eager", "cpu"), ("torchscript", "cpu"), ("onnx", "cpu"), ("pt2", "cpu")}
     for row in report["rows"]:
         assert row["max_abs_diff"] <= 1e-5 and row["top1_agreement"] == 1.0 and row["passed"]
         assert row["accuracy"] == pytest.approx(tiny_run[0].test.accuracy, abs=1e-6)
@@ -56,7 +56,8 @@ def test_manifest_and_onnx_metadata_hold_the_contract(artifacts, tiny_run):
     assert manifest["input"] == {"name": "image", "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0],
                                  "polarity": "white ink on black background (MNIST)"}
     assert manifest["labels"] == [str(d) for d in range(10)]
-    for fmt, name in (("onnx", "digit.onnx"), ("torchscript", "digit.torchscript.pt")):
+    assert set(manifest["artifacts"]) == {"onnx", "torchscript", "pt2"}  # the session export has no aoti
+    for fmt, name in (("onnx", "digit.onnx"), ("torchscript", "digit.torchscript.pt"), ("pt2", "digit.pt2")):
         assert manifest["artifacts"][fmt]["file"] == name
         assert manifest["artifacts"][fmt]["sha256"] == file_sha256(artifacts / name)
     assert manifest["source"]["sha256"] == file_sha256(checkpoint)
@@ -81,10 +82,10 @@ def test_manifest_and_onnx_metadata_hold_the_contract(artifacts, tiny_run):
 def test_verify_passes_on_a_good_export(artifacts, data_dir):
     proc = run_cli("digits-export", "verify", artifacts, "--data-dir", data_dir, "--parity-samples", "300")
     assert proc.returncode == 0, proc.stderr
-    assert "verified" in proc.stdout and "onnx" in proc.stdout and "torchscript" in proc.stdout
+    assert "verified" in proc.stdout and "onnx" in proc.stdout and "torchscript" in proc.stdout and "pt2" in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["digit.onnx", "digit.torchscript.pt"])
+@pytest.mark.parametrize("name", ["digit.onnx", "digit.torchscript.pt", "digit.pt2"])
 def test_verify_catches_a_tampered_file(artifacts, tmp_path, data_dir, name):
     copy = tmp_path / "artifacts"
     shutil.copytree(artifacts, copy)
@@ -114,12 +115,15 @@ def test_verify_catches_a_parity_break(artifacts, tmp_path, data_dir):
 
 def test_export_cli_writes_a_passing_folder(tiny_run, tmp_path, data_dir):
     out = tmp_path / "artifacts"
+    # No C++ compiler here: the AOTInductor package (on by default) is left out with one line saying why.
     proc = run_cli("digits-export", "--checkpoint", tiny_run[1] / "digit.safetensors", "--out", out,
-                   "--data-dir", data_dir, "--parity-samples", "200")
+                   "--data-dir", data_dir, "--parity-samples", "200", env={"CXX": str(tmp_path / "no-such-g++")})
     assert proc.returncode == 0, proc.stderr
     assert "parity passed" in proc.stdout and "Traceback" not in proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("skipped")] == [
+        f"skipped aoti: not built: no C++ compiler ({tmp_path / 'no-such-g++'}) found; install one or set CXX"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "digit.onnx", "digit.torchscript.pt", "manifest.json", "parity.json"]
+        "digit.onnx", "digit.pt2", "digit.torchscript.pt", "manifest.json", "parity.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 

@@ -196,7 +196,7 @@ def tiny_onnx(path, input_shape, classes) -> None:
 def test_untrustworthy_artifacts_exit_2(artifacts, tmp_path, case, needle):
     copy = tmp_path / "artifacts"
     shutil.copytree(artifacts, copy)
-    backend = "onnx"
+    backend = ["--backend", "onnx"]
     if case == "newer_schema":
         rewrite_manifest(copy, lambda m: m.update(schema_version=2))
     elif case in ("input_shape", "outputs"):
@@ -207,12 +207,11 @@ def test_untrustworthy_artifacts_exit_2(artifacts, tmp_path, case, needle):
     elif case == "parity_failed":
         rewrite_manifest(copy, lambda m: m["parity"].update(passed=False))
     else:
-        backend = "torch"
+        backend = ["--backend", "torch", "--torch-format", "torchscript"]  # pt2 is the default torch format
         with open(copy / "digit.torchscript.pt", "r+b") as f:
             f.seek(100)
             f.write(b"tampered")
-    proc = run_cli("digits-infer", REPO / "samples", "--model-dir", copy, "--backend", backend,
-                   "-o", tmp_path / "o.csv")
+    proc = run_cli("digits-infer", REPO / "samples", "--model-dir", copy, *backend, "-o", tmp_path / "o.csv")
     assert_clean_failure(proc, 2, needle)
     assert not (tmp_path / "o.csv").exists()
 
