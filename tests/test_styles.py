@@ -211,5 +211,5 @@ def test_large_images_are_reduced_before_any_work(test_digits):
 
 def test_decoded_size_is_refused_from_the_header():
     deep = cv2.imencode(".png", np.zeros((3000, 3000, 4), np.uint16))[1].tobytes()  # 72 MB decoded, a small file
-    with pytest.raises(PreprocessError, match="72 MB decoded, over the limit of 40 MB"):
-        preprocess_bytes(deep, 10_000_000)  # 9 MP is under the pixel limit; 16-bit RGBA is not under 4 B/pixel
+    with pytest.raises(PreprocessError, match="72 MB decoded, over the limit of 20 MB"):
+        preprocess_bytes(deep, 10_000_000)  # 9 MP is under the pixel limit; 16-bit RGBA is not under 2 B/pixel
