@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from infer.backends import MissingExtra
 from infer.contract import ArtifactError
 from infer.csvout import OutputError
 from infer.devices import DeviceError
+from infer.extras import MissingExtra
 from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions, OptionError
 from infer.run import Interrupted, Summary, classify_paths
 
