@@ -30,14 +30,15 @@ def measure_decode(files: list[str], batch_size: int, workers: int) -> tuple[flo
     """images/s of the project's own read+decode+preprocess over the files on every core, no model.
 
     Worker processes, not threads: this is the machine's ceiling for the stage, free of the GIL, which is
-    what the limit 1/(1/decode + 1/model) is meant to describe.
+    what the limit 1/(1/decode + 1/model) is meant to describe. They are spawned, never forked: a fork taken
+    while OpenCV's or ONNX Runtime's thread pool holds a lock leaves the child waiting on it for ever.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from infer.pipeline import Preparer, batched
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_opencv) as pool:
         list(pool.map(_noop, range(workers)))  # workers started before the clock starts
         start = time.perf_counter()
