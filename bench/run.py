@@ -30,7 +30,7 @@ from bench.stages import (
 )
 from bench.suite import measure_styles, style_rows
 from bench.torch_formats import measure_formats, show_formats
-from bench.training import measure_training
+from bench.training import measure_training, show_data_parallel
 from infer.contract import ArtifactError, read_manifest
 from infer.devices import DeviceError
 from trainer.data import resolve_data_dir
@@ -193,6 +193,7 @@ def show(results: dict) -> None:
         console.print(f"training, one epoch at batch 64 on {t['device']}: ours {t['ours_epoch_s']:.1f}s "
                       f"(test {t['ours_test_accuracy']:.2%}) vs seed loop {t['seed_epoch_s']:.1f}s "
                       f"(test {t['seed_test_accuracy']:.2%}) → {t['speedup']:.2f}× faster")
+        show_data_parallel(console, t["data_parallel"])
     for goal, met, measured in goals(results):
         console.print(f"{'met ' if met else 'MISS'}  {goal}: {measured}")
 

@@ -64,3 +64,29 @@ def test_gpu_check_without_a_gpu_exits_2_at_once():
                           timeout=120)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_gradient_exchange_is_the_parameter_volume_per_step():
+    from bench.arith import ring_allreduce_bytes, transfer_seconds
+    from bench.training import gradient_exchange
+
+    assert ring_allreduce_bytes(1000, 1) == 0.0 and ring_allreduce_bytes(1000, 2) == 1000.0
+    assert ring_allreduce_bytes(1000, 4) == 1500.0 and transfer_seconds(125e6, 1.0) == pytest.approx(1.0)
+    row = gradient_exchange(2, 55000, 64)
+    # conv1 260 + conv2 1,820 + fc1 1,000,500 + fc2 5,010 parameters, 4 bytes each
+    assert row["parameters"] == 1_007_590 and row["gradient_mb_per_step"] == pytest.approx(4.03036)
+    assert row["steps_per_epoch"] == 860 and row["sent_mb_per_process_per_step"] == pytest.approx(4.03036)
+    assert row["network_s_per_epoch_1gbit"] == pytest.approx(860 * 4.03036e6 * 8 / 1e9)
+
+
+@pytest.mark.slow
+def test_data_parallel_bench_runs_torchrun_and_reports(data_dir, capsys):
+    from rich.console import Console
+
+    from bench.training import measure_data_parallel, show_data_parallel
+
+    row = measure_data_parallel(data_dir, "cpu", one_process_epoch_s=1.0, train_limit=6000)
+    assert row["processes"] == 2 and row["backend"] == "gloo" and 0 < row["epoch_s"] < row["wall_s"]
+    assert row["steps_per_epoch"] == 16 and row["vs_one_process"] == pytest.approx(1.0 / row["epoch_s"])
+    show_data_parallel(Console(width=400), row)
+    assert "2 processes (gloo, torchrun)" in capsys.readouterr().out

@@ -11,11 +11,14 @@ from rich.console import Console
 from infer.devices import Device, DeviceError
 from trainer.checkpoint import CheckpointError
 from trainer.data import DATA_DIR_ENV, DataError, resolve_data_dir
+from trainer.distributed import PeerLost, World, leave_together
 from trainer.outputs import write_outputs
 from trainer.progress import RichReporter
 from trainer.train import TrainConfig, fit
 
-EXIT_HELP = "Exit codes: 0 trained; 2 bad usage, missing or corrupt data, or an unusable device."
+EXIT_HELP = ("Exit codes: 0 trained; 1 another process of a torchrun job failed; 2 bad usage, missing or corrupt "
+             "data, or an unusable device; 130 interrupted. Under torchrun it trains data-parallel and --batch-size "
+             "is the global batch.")
 
 app = typer.Typer(add_completion=False, help=f"Train the Digit CNN on MNIST. {EXIT_HELP}")
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -30,7 +33,8 @@ class Schedule(str, Enum):
 @app.command()
 def main(
     epochs: int = typer.Option(DEFAULTS.epochs, min=1, help="Passes over the training images."),
-    batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Images per optimiser step."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Images per optimiser step, over all "
+                                    "processes under torchrun."),
     lr: float = typer.Option(DEFAULTS.lr, min=0.0, help="Adam learning rate (the peak with onecycle)."),
     schedule: Schedule = typer.Option(Schedule(DEFAULTS.schedule), help="Learning-rate schedule."),
     weight_decay: float = typer.Option(DEFAULTS.weight_decay, min=0.0, help="Adam weight decay."),
@@ -57,13 +61,25 @@ def main(
     root = resolve_data_dir(data_dir)
     try:
         result = fit(config, root, RichReporter(err), download=download)
+        if not result.world.is_main:
+            return  # under torchrun, rank 0 alone writes the outputs and the summary
         paths = write_outputs(result, out, root)
     except (DataError, DeviceError, CheckpointError, ValueError) as exc:
         prefix = f"--device {device.value}: " if isinstance(exc, DeviceError) else ""
         err.print(f"digits-train: error: {prefix}{exc}", soft_wrap=True)
+        if isinstance(exc, DeviceError):
+            leave_together(World.from_env())  # every rank says it before torchrun ends the job
         raise typer.Exit(2) from None
+    except PeerLost as exc:
+        err.print(f"digits-train: error: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("digits-train: interrupted", soft_wrap=True)
+        raise typer.Exit(130) from None
     summary = (
         f"test accuracy {result.test.accuracy:.4f} (epoch {result.chosen_epoch}, {len(result.test_labels)} images) "
-        f"in {result.total_seconds:.0f}s on {result.device}; wrote {paths['checkpoint']}"
+        f"in {result.total_seconds:.0f}s on {result.device}"
+        f"{f' × {result.world.size} processes ({result.backend})' if result.backend else ''}; "
+        f"wrote {paths['checkpoint']}"
     )
     err.print(summary, soft_wrap=True)

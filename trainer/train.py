@@ -11,10 +11,19 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from infer.devices import torch_device
 from trainer.augment import AffineRange, StyleRange, random_affine, random_lowres, random_stroke
 from trainer.data import Split, load_split, to_float
+from trainer.distributed import (
+    World,
+    all_reduce_sum,
+    generators,
+    pause_hook,
+    process_group,
+    shard_loss,
+)
 from trainer.model import MNIST_MEAN, MNIST_STD, Digit
 
 SCHEDULES = ("onecycle", "constant")
@@ -65,6 +74,8 @@ class TrainResult:
     test: Evaluation
     test_labels: torch.Tensor
     total_seconds: float
+    world: World = World()
+    backend: str | None = None  # the torch.distributed backend, None in one process
 
     def metrics(self) -> dict[str, object]:
         """The metrics.json document."""
@@ -75,7 +86,10 @@ class TrainResult:
             "test_loss": self.test.loss,
             "test_images": len(self.test_labels),
             "total_seconds": self.total_seconds,
+            "seconds_per_epoch": sum(r.seconds for r in self.history) / max(len(self.history), 1),
             "device": self.device,
+            "world_size": self.world.size,
+            "backend": self.backend,
             "config": asdict(self.config),
         }
 
@@ -105,19 +119,32 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: Digit, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Evaluation:
-    """Mean NLL, accuracy and predictions over [0,1] images N×1×28×28 already on the model's device."""
+def evaluate(model: Digit, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             world: World = World()) -> Evaluation:
+    """Mean NLL, accuracy and predictions over [0,1] images N×1×28×28 already on the model's device.
+
+    With several processes each rank scores its own share of the images (every image once, however N divides)
+    and the loss, the correct/total counts and the predictions are all-reduced, so every rank gets the exact
+    figures of the whole set. `model` is the plain Digit, not its DDP wrapper: ranks run different numbers of
+    batches here, and the wrapper's forward may synchronise.
+    """
     model.eval()
+    mine = world.share(len(labels))
     total_loss = torch.zeros((), device=images.device)
-    predictions = []
-    for start in range(0, len(labels), batch_size):
-        out = model(normalize(images[start : start + batch_size]))
-        total_loss += F.nll_loss(out, labels[start : start + batch_size], reduction="sum")
-        predictions.append(out.argmax(dim=1))
-    predicted = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.long)
+    predicted = torch.zeros(len(labels), dtype=torch.long, device=images.device)
+    for start in range(mine.start, mine.stop, batch_size):
+        batch = slice(start, min(start + batch_size, mine.stop))
+        out = model(normalize(images[batch]))
+        total_loss += F.nll_loss(out, labels[batch], reduction="sum")
+        predicted[batch] = out.argmax(dim=1)
+    correct = (predicted[mine] == labels[mine]).sum()
+    all_reduce_sum(total_loss, world)
+    all_reduce_sum(correct, world)
+    all_reduce_sum(predicted, world)  # zeros outside each rank's share: the sum is every rank's predictions
     count = max(len(labels), 1)
-    accuracy = (predicted == labels.cpu()).float().mean().item() if len(labels) else 0.0
-    return Evaluation(total_loss.item() / count, accuracy, predicted)
+    # float32 correct/N rounds exactly as the mean of a float32 0/1 vector did: the same numbers as before.
+    accuracy = (correct.float() / count).item() if len(labels) else 0.0
+    return Evaluation(total_loss.item() / count, accuracy, predicted.cpu())
 
 
 def split_validation(split: Split, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,14 +156,25 @@ def split_validation(split: Split, val_size: int, seed: int) -> tuple[torch.Tens
 
 
 def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, download: bool = True) -> TrainResult:
-    """Train Digit, keep the epoch with the best validation accuracy (the last when val_size is 0), test it."""
-    reporter = reporter or SilentReporter()
+    """Train Digit, keep the epoch with the best validation accuracy (the last when val_size is 0), test it.
+
+    Under torchrun every rank runs this data-parallel (trainer/distributed.py) and returns the same result;
+    only rank 0 reports progress.
+    """
     if config.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    device = torch.device(torch_device(config.device))
+    world = World.from_env()
+    device = world.device(torch_device(config.device))
+    reporter = reporter if reporter is not None and world.is_main else SilentReporter()
+    with process_group(world, device) as backend:
+        return _train(config, data_dir, reporter, download, world, device, backend)
+
+
+def _train(config: TrainConfig, data_dir: Path, reporter: Reporter, download: bool, world: World,
+           device: torch.device, backend: str | None) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator, augment_generator = generators(config.seed, world)  # one and the same in one process
 
     train_split = load_split(data_dir, train=True, download=download).subset(config.train_limit)
     test_split = load_split(data_dir, train=False, download=download).subset(config.test_limit)
@@ -147,6 +185,7 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
     val_images, val_labels = images[val_idx.to(device)], labels[val_idx.to(device)]
 
     model = Digit().to(device)
+    ddp_model = DistributedDataParallel(model) if world.size > 1 else model  # all-reduces gradients
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = math.ceil(len(train_labels) / config.batch_size)
     scheduler = (
@@ -157,40 +196,47 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
     ranges, styles = AffineRange(), StyleRange()
     history: list[EpochRecord] = []
     best_state, best_accuracy, chosen_epoch = None, -1.0, config.epochs
+    pause = pause_hook(world)
 
     for epoch in range(1, config.epochs + 1):
         reporter.epoch_started(epoch, config.epochs, steps)
         epoch_start = time.perf_counter()
-        model.train()
+        ddp_model.train()
         order = torch.randperm(len(train_labels), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
+            global_batch = order[start : start + config.batch_size]  # --batch-size is the global batch
+            batch = world.shard(global_batch)  # this rank's part of it: all of it in one process
             inputs = train_images[batch]
             if config.style_augment:
-                inputs = random_lowres(random_stroke(inputs, styles.stroke_share, generator), styles, generator)
+                inputs = random_lowres(random_stroke(inputs, styles.stroke_share, augment_generator), styles,
+                                       augment_generator)
             if config.augment:
-                inputs = random_affine(inputs, ranges, generator)
-            loss = F.nll_loss(model(normalize(inputs)), train_labels[batch])
+                inputs = random_affine(inputs, ranges, augment_generator)
+            output = ddp_model(normalize(inputs))
+            loss = shard_loss(output, train_labels[batch], len(global_batch), world)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach() * len(global_batch) / world.size  # undoes shard_loss's weight: a sum
             reporter.step()
-        val_accuracy = evaluate(model, val_images, val_labels).accuracy if config.val_size else None
+            if pause is not None:
+                pause()
+        all_reduce_sum(loss_sum, world)
+        val_accuracy = evaluate(model, val_images, val_labels, world=world).accuracy if config.val_size else None
         record = EpochRecord(epoch, loss_sum.item() / len(order), val_accuracy, time.perf_counter() - epoch_start)
         history.append(record)
         reporter.epoch_finished(record)
         if val_accuracy is not None and val_accuracy > best_accuracy:
             best_accuracy, chosen_epoch = val_accuracy, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(model.state_dict())  # the plain Digit's: no DDP "module." prefix
 
     if best_state is not None:
         model.load_state_dict(best_state)
     test_images = to_float(test_split.images).to(device)
-    test = evaluate(model, test_images, test_split.labels.to(device))
+    test = evaluate(model, test_images, test_split.labels.to(device), world=world)
     return TrainResult(
         model=model.cpu().eval(),
         config=config,
@@ -200,4 +246,6 @@ def fit(config: TrainConfig, data_dir: Path, reporter: Reporter | None = None, d
         test=test,
         test_labels=test_split.labels,
         total_seconds=time.perf_counter() - started,
+        world=world,
+        backend=backend,
     )
