@@ -35,6 +35,7 @@ export: $(STAMP)
 classify: $(STAMP)
 	$(BIN)/digits-infer samples --backend onnx -o predictions.csv; test $$? -le 1
 	$(BIN)/python -m infer.score predictions.csv samples/labels.csv
+	$(BIN)/digits-report predictions.csv --labels samples/labels.csv -o report.html
 
 demo: train export classify
 

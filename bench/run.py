@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import ranking
 from bench.arith import pipeline_limit, rate, ratio
 from bench.large import measure_large
 from bench.mnist_png import write_mnist_pngs
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> dict:
             results["large"] = measure_large(data_dir, args, scratch)
         if args.memory_files:
             results["memory"] = measure_memory(folder, args.memory_files, args.model_dir, args.batch_size, scratch)
+        results["ranking"] = ranking.measure(folder, data_dir, args.cache, args.per_style, args.model_dir,
+                                             args.batch_size, scratch)
     if args.train:
         results["training"] = measure_training(data_dir, args.device)
     return results
@@ -139,7 +142,7 @@ def goals(results: dict) -> list[tuple[str, bool, str]]:
     if "training" in results:
         rows.append(("trainer epoch no slower than seed", results["training"]["speedup"] >= 1,
                      f"{results['training']['speedup']:.2f}× faster"))
-    return rows
+    return rows + ranking.goals(results["ranking"])
 
 
 def show(results: dict) -> None:
@@ -194,6 +197,7 @@ def show(results: dict) -> None:
                       f"(test {t['ours_test_accuracy']:.2%}) vs seed loop {t['seed_epoch_s']:.1f}s "
                       f"(test {t['seed_test_accuracy']:.2%}) → {t['speedup']:.2f}× faster")
         show_data_parallel(console, t["data_parallel"])
+    ranking.show(console, results["ranking"])
     for goal, met, measured in goals(results):
         console.print(f"{'met ' if met else 'MISS'}  {goal}: {measured}")
 

@@ -45,6 +45,10 @@ def main(
     recursive: bool = typer.Option(DEFAULTS.recursive, help="Walk folders recursively."),
     max_pixels: int = typer.Option(DEFAULTS.max_pixels, min=1, help="Refuse images with more pixels (error row)."),
     resume: bool = typer.Option(DEFAULTS.resume, help="Keep the rows of OUTPUT.partial (or OUTPUT); do the rest."),
+    tta: bool = typer.Option(DEFAULTS.tta, help="Confidence from the image and two zoomed views: ranks errors "
+                             "lower (README, Confidence); 3x the model's work."),
+    report: Path | None = typer.Option(DEFAULTS.report, help="Also write the review page (as digits-report) "
+                                       "here once the CSV is complete."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     from infer.console import run_with_progress
@@ -52,7 +56,7 @@ def main(
     options = InferOptions(
         backend=backend.value, torch_format=torch_format.value if torch_format else None, device=device.value,
         model_dir=model_dir, output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
-        recursive=recursive, max_pixels=max_pixels, resume=resume,
+        recursive=recursive, max_pixels=max_pixels, resume=resume, tta=tta, report=report,
     )
     raise typer.Exit(run_with_progress(paths, options, quiet=quiet))
 

@@ -12,14 +12,16 @@ from infer.csvout import OutputError
 from infer.devices import DeviceError
 from infer.extras import MissingExtra
 from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions, OptionError
+from infer.review_data import ReportError
 from infer.run import Interrupted, Summary, classify_paths
 
 
 def describe(summary: Summary) -> str:
     where = "stdout" if summary.output is None else str(summary.output)
     resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
+    report = f"; review page {summary.report}" if summary.report else ""
     return (f"classified {summary.classified}, failed {summary.failed}, skipped {summary.skipped} non-image files"
-            f"{resumed}; {summary.images_per_second:,.0f} images/s on {summary.device}; wrote {where}")
+            f"{resumed}; {summary.images_per_second:,.0f} images/s on {summary.device}; wrote {where}{report}")
 
 
 def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = False) -> int:
@@ -37,6 +39,9 @@ def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = Fal
         return EXIT_USAGE
     except (ArtifactError, OutputError, MissingExtra, OptionError) as exc:
         say(f"digits-infer: error: {exc}")
+        return EXIT_USAGE
+    except ReportError as exc:  # the CSV is complete; only the page could not be made
+        say(f"digits-infer: error: --report: {exc} ({options.output} is complete)")
         return EXIT_USAGE
     except BrokenPipeError:  # `-o - | head`: the reader has all it wanted
         say("digits-infer: output closed by the reader; stopped")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from infer.confidence import confidence
 from infer.pipeline import Row
 
 HEADER = ["path", "prediction", "confidence", *(f"p{d}" for d in range(10)), "error"]
@@ -24,12 +25,14 @@ class OutputError(Exception):
 
 
 def format_row(row: Row, labels: Sequence[str]) -> list[str]:
-    """One CSV row; the prediction is written as the manifest's label of the most probable class."""
+    """One CSV row; the prediction is written as the manifest's label of the most probable class, the
+    confidence as infer.confidence rules."""
     if row.probabilities is None:
         return [row.path, "", "", *[""] * 10, row.error]
-    probs = row.probabilities.tolist()  # Python floats format several times faster than numpy scalars
+    values = row.probabilities.tolist()  # Python floats format several times faster than numpy scalars
+    probs = values[:10]  # with --tta an 11th value follows: the augmented views' confidence (infer.tta)
     best = max(range(10), key=probs.__getitem__)
-    return [row.path, labels[best], *(PROBABILITY_FORMAT % (probs[best], *probs)).split(","), ""]
+    return [row.path, labels[best], *(PROBABILITY_FORMAT % (confidence(values), *probs)).split(","), ""]
 
 
 def partial_path(output: Path) -> Path:

@@ -48,3 +48,24 @@ class InferOptions:
     recursive: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     resume: bool = False
+    tta: bool = False  # confidence from the image and two zoomed views (infer.tta): errors rank lower, 3× model work
+    report: Path | None = None  # also write the review page (infer.review) here once the CSV is complete
+
+
+REPORT_EXIT_HELP = (
+    f"Exit codes: {EXIT_OK} report written; {EXIT_USAGE} bad input (a CSV that digits-infer did not write, a missing "
+    "or malformed labels file, an output that cannot be written)."
+)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Every option of digits-report (and of digits-infer --report), with its default."""
+
+    output: Path = Path("report.html")
+    labels: Path | None = None  # file,label CSV; rows matched by path, else by file name
+    review: int = 200  # the lowest-confidence images shown as cards
+    cell_images: int = 24  # images kept per confusion-matrix cell (lowest confidence first)
+    failed_listed: int = 1000  # failed files listed by name; the rest are counted
+    root: Path | None = None  # where the CSV's relative paths start; None: the current folder, then the CSV's
+    max_pixels: int = DEFAULT_MAX_PIXELS

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from infer.backends import open_model
+from infer.backends import choose_format, open_model
 from infer.contract import read_manifest
-from infer.csvout import CsvSink, partial_path
+from infer.csvout import CsvSink, OutputError, partial_path
 from infer.discover import Walk, display_path
-from infer.options import InferOptions, cores
+from infer.options import InferOptions, ReportOptions, cores
 from infer.pipeline import Preparer, Row, classify_batches
+from infer.review_data import RunFacts
+from infer.tta import with_tta
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Summary:
     seconds: float = 0.0
     device: str = ""
     output: Path | None = None
+    report: Path | None = None  # the review page written at the end (--report)
 
     @property
     def images_per_second(self) -> float:
@@ -48,17 +52,19 @@ def classify_paths(paths: list[str], options: InferOptions,
                    preparer: Preparer | None = None) -> Summary:
     """Classify every image under `paths` into options.output. Raises ModelError/DeviceError/OutputError
     before any work when the model, device or output is unusable, and Interrupted on Ctrl-C."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
+    check_report_path(options)
     manifest = read_manifest(options.model_dir)
     # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
     # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
     opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
+    classify = with_tta(opened.classify) if options.tta else opened.classify
     sink = CsvSink(options.output, manifest.labels, options.resume).open()
     summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
                       output=options.output)
     walk = Walk(paths, options.recursive)
     todo = (p for p in walk if display_path(p) not in sink.done) if sink.done else iter(walk)
-    batches = classify_batches(todo, opened.classify, options.batch_size, options.workers,
+    batches = classify_batches(todo, classify, options.batch_size, options.workers,
                                preparer or Preparer(options.max_pixels), display_path)
     try:
         for rows in batches:
@@ -75,5 +81,23 @@ def classify_paths(paths: list[str], options: InferOptions,
         raise Interrupted(summary, None if options.output is None else partial_path(options.output)) from None
     sink.finish()
     summary.skipped, summary.seconds = walk.skipped, time.perf_counter() - started
+    if options.report is not None:
+        from infer.review import write_report  # the page's modules load only when a page is asked for
+
+        fmt = choose_format(options.backend, options.torch_format, manifest)
+        facts = RunFacts("this run", manifest.entry(fmt.name).sha256, f"{options.backend} ({fmt.name})", started_at,
+                         datetime.now(timezone.utc), summary.images_per_second, summary.skipped)
+        summary.report = write_report(options.output, ReportOptions(output=options.report,
+                                                                     max_pixels=options.max_pixels), facts).output
     return summary
+
+
+def check_report_path(options: InferOptions) -> None:
+    """--report reads the finished CSV back, so it needs one, and must not overwrite it."""
+    if options.report is None:
+        return
+    if options.output is None:
+        raise OutputError("--report needs an output file (-o PATH), not stdout")
+    if options.report.resolve() == options.output.resolve():
+        raise OutputError(f"--report {options.report}: is the CSV's own path; choose another file")
 

@@ -53,8 +53,12 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     assert suite["accuracy"]["all"]["images"] == 80 and suite["accuracy"]["all"]["accuracy"] > 0.5  # the tiny model
     assert suite["vs_decode"] == pytest.approx(
         suite["end_to_end_images_per_s"] / suite["decode_preprocess_images_per_s"])
+    for name, images in (("mnist", results["images"]), ("styles", suite["images"])):  # confidence ranking
+        for mode in ("default", "tta"):
+            figures = results["ranking"][name][mode]
+            assert figures["rows"] == images and 0 <= figures["ece"] <= 1 and 0 <= figures["lowest_5"] <= 1
     printed = capsys.readouterr().out
-    assert "digits-infer end to end" in printed and "import torch" in printed
+    assert "digits-infer end to end" in printed and "import torch" in printed and "confidence ranking" in printed
     assert "model formats" in printed and "fastest here: model only" in printed
 
 
