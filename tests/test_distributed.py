@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,9 +58,12 @@ def wait_for_pause(process: subprocess.Popen, ready: Path, deadline_s: float = 3
 
 
 def no_frame_of_ours(stderr: str) -> bool:
-    """torchrun prints its own ChildFailedError report; none of its frames may come from this project."""
-    return f'File "{REPO}' not in stderr and "trainer/" not in "".join(
-        line for line in stderr.splitlines() if line.lstrip().startswith("File "))
+    """torchrun prints its own ChildFailedError report; none of its frames may come from this project's code
+    (the virtualenv may live inside the checkout, as in CI: its files are torch's, not ours)."""
+    files = re.findall(r'^\s*File "([^"]+)"', stderr, flags=re.MULTILINE)
+    venv = str(Path(sys.prefix).resolve())
+    return not [f for f in files if str(Path(f).resolve()).startswith(str(REPO)) and not
+                str(Path(f).resolve()).startswith(venv)]
 
 
 def alive(pid: int) -> bool:
