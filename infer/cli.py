@@ -24,6 +24,11 @@ class Backend(str, Enum):
     torch = "torch"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class TorchFormat(str, Enum):
     pt2 = "pt2"
     aoti = "aoti"
@@ -45,6 +50,11 @@ def main(
     recursive: bool = typer.Option(DEFAULTS.recursive, help="Walk folders recursively."),
     max_pixels: int = typer.Option(DEFAULTS.max_pixels, min=1, help="Refuse images with more pixels (error row)."),
     resume: bool = typer.Option(DEFAULTS.resume, help="Keep the rows of OUTPUT.partial (or OUTPUT); do the rest."),
+    engine: Engine = typer.Option(DEFAULTS.engine, help="local: threads in this process; ray: Ray Data actors on "
+                                  "an embedded Ray or a cluster (needs digits[ray]; reads s3:// gs:// abfs:// too)."),
+    ray_address: str | None = typer.Option(DEFAULTS.ray_address, show_default=False, help="With --engine ray: the "
+                                           "cluster (HOST:PORT or ray://HOST:PORT) [default: $RAY_ADDRESS, else an "
+                                           "embedded Ray on this machine]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     from infer.console import run_with_progress
@@ -53,6 +63,7 @@ def main(
         backend=backend.value, torch_format=torch_format.value if torch_format else None, device=device.value,
         model_dir=model_dir, output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
         recursive=recursive, max_pixels=max_pixels, resume=resume,
+        engine=engine.value, ray_address=ray_address,
     )
     raise typer.Exit(run_with_progress(paths, options, quiet=quiet))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from infer.backends import open_model
 from infer.contract import read_manifest
@@ -13,6 +13,7 @@ from infer.csvout import CsvSink, partial_path
 from infer.discover import Walk, display_path
 from infer.options import InferOptions, cores
 from infer.pipeline import Preparer, Row, classify_batches
+from infer.uris import Inputs, refuse_uris
 
 
 @dataclass
@@ -50,16 +51,27 @@ def classify_paths(paths: list[str], options: InferOptions,
     before any work when the model, device or output is unusable, and Interrupted on Ctrl-C."""
     started = time.perf_counter()
     manifest = read_manifest(options.model_dir)
-    # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
-    # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
-    opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
+    if options.engine == "ray":  # the same job on Ray Data actors: only the producer of row batches differs
+        from infer.ray_engine import open_ray
+
+        engine = open_ray(manifest, options, paths)  # connects, and checks the model, before anything is written
+        walk, produce, device = Inputs(paths, options.recursive), engine.batches, engine.device
+    else:
+        refuse_uris(paths)
+        # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
+        # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
+        opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
+        walk, device = Walk(paths, options.recursive), opened.device
+
+        def produce(todo: Iterator[str]) -> Iterator[list[Row]]:
+            return classify_batches(todo, opened.classify, options.batch_size, options.workers,
+                                    preparer or Preparer(options.max_pixels), display_path)
+
     sink = CsvSink(options.output, manifest.labels, options.resume).open()
-    summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
+    summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=device,
                       output=options.output)
-    walk = Walk(paths, options.recursive)
     todo = (p for p in walk if display_path(p) not in sink.done) if sink.done else iter(walk)
-    batches = classify_batches(todo, opened.classify, options.batch_size, options.workers,
-                               preparer or Preparer(options.max_pixels), display_path)
+    batches = produce(todo)
     try:
         for rows in batches:
             sink.write(rows)
