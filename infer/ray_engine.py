@@ -271,10 +271,13 @@ class RayEngine:
             waiting: dict[int, tuple[np.ndarray, str]] = {}
             done = 0
             while True:
+                stopping = stop is not None and stop.requested
+                if stopping:
+                    feed.close()  # no more blocks are taken from Ray; those already received are written
                 try:
-                    kind, value = feed.messages.get(timeout=POLL_SECONDS)
+                    kind, value = feed.messages.get(block=not stopping, timeout=POLL_SECONDS)
                 except queue.Empty:
-                    if stop is not None and stop.requested and feed.messages.empty():
+                    if stopping:
                         return
                     continue
                 if kind == "window":
