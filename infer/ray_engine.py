@@ -33,10 +33,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from infer.backends import MODEL_FORMATS, MissingExtra, Opened, choose_format
+from infer.backends import MODEL_FORMATS, Opened, choose_format
 from infer.contract import CLASSES, ArtifactError, Manifest
 from infer.devices import Device, DeviceError
 from infer.discover import display_path
+from infer.extras import MissingExtra
 from infer.options import InferOptions
 from infer.pipeline import Prepared, Preparer, Row, rows_of
 from infer.uris import Reader
