@@ -18,6 +18,7 @@ from bench import ranking
 from bench.arith import pipeline_limit, rate, ratio
 from bench.large import measure_large
 from bench.mnist_png import write_mnist_pngs
+from bench.ray_bench import measure_ray, show_ray
 from bench.stages import (
     HERE,
     image_files,
@@ -106,6 +107,8 @@ def run(args: argparse.Namespace) -> dict:
             results["memory"] = measure_memory(folder, args.memory_files, args.model_dir, args.batch_size, scratch)
         results["ranking"] = ranking.measure(folder, data_dir, args.cache, args.per_style, args.model_dir,
                                              args.batch_size, scratch)
+        if args.ray:
+            results["ray"] = measure_ray(folder, args.model_dir, args.batch_size, scratch, args.memory_files or 100000)
     if args.train:
         results["training"] = measure_training(data_dir, args.device)
     return results
@@ -191,6 +194,8 @@ def show(results: dict) -> None:
         m = results["memory"]
         console.print(f"peak RSS: {m['files_small']:,} files {m['rss_mib_small']:.0f} MiB, {m['files_large']:,} files "
                       f"{m['rss_mib_large']:.0f} MiB ({m['growth']:+.1%}); {m['images_per_s_large']:,.0f} images/s")
+    if "ray" in results:
+        show_ray(console, results["ray"])
     if "training" in results:
         t = results["training"]
         console.print(f"training, one epoch at batch 64 on {t['device']}: ours {t['ours_epoch_s']:.1f}s "
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large", action=argparse.BooleanOptionalAction, default=True,
                         help="time a 10000×10000 PNG, a 96 MP JPEG and a float TIFF, one process each")
     parser.add_argument("--memory-files", type=int, default=100000, help="files for the RSS run; 0 skips it")
+    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True,
+                        help="--engine ray next to local on 10k and 100k files, and its scaling numbers")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each whole-process timing (median)")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True, help="time one epoch each")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -24,6 +24,11 @@ class Backend(str, Enum):
     torch = "torch"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class TorchFormat(str, Enum):
     pt2 = "pt2"
     aoti = "aoti"
@@ -49,6 +54,11 @@ def main(
                              "lower (README, Confidence); 3x the model's work."),
     report: Path | None = typer.Option(DEFAULTS.report, help="Also write the review page (as digits-report) "
                                        "here once the CSV is complete."),
+    engine: Engine = typer.Option(DEFAULTS.engine, help="local: threads in this process; ray: Ray Data actors on "
+                                  "an embedded Ray or a cluster (needs digits[ray]; reads s3:// gs:// abfs:// too)."),
+    ray_address: str | None = typer.Option(DEFAULTS.ray_address, show_default=False, help="With --engine ray: the "
+                                           "cluster (HOST:PORT or ray://HOST:PORT) [default: $RAY_ADDRESS, else an "
+                                           "embedded Ray on this machine]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     from infer.console import run_with_progress
@@ -57,6 +67,7 @@ def main(
         backend=backend.value, torch_format=torch_format.value if torch_format else None, device=device.value,
         model_dir=model_dir, output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
         recursive=recursive, max_pixels=max_pixels, resume=resume, tta=tta, report=report,
+        engine=engine.value, ray_address=ray_address,
     )
     raise typer.Exit(run_with_progress(paths, options, quiet=quiet))
 

@@ -12,6 +12,7 @@ from infer.csvout import OutputError
 from infer.devices import DeviceError
 from infer.extras import MissingExtra
 from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions, OptionError
+from infer.ray_engine import EngineError
 from infer.review_data import ReportError
 from infer.run import Interrupted, Summary, classify_paths
 
@@ -37,7 +38,7 @@ def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = Fal
     except DeviceError as exc:
         say(f"digits-infer: error: --device {options.device}: {exc}")
         return EXIT_USAGE
-    except (ArtifactError, OutputError, MissingExtra, OptionError) as exc:
+    except (ArtifactError, OutputError, MissingExtra, OptionError, EngineError) as exc:
         say(f"digits-infer: error: {exc}")
         return EXIT_USAGE
     except ReportError as exc:  # the CSV is complete; only the page could not be made

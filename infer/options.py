@@ -19,6 +19,7 @@ MAX_PIXELS_LIMIT = 1 << 40  # the largest --max-pixels accepted (OpenCV's own ca
 OPENCV_PIXEL_LIMIT_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 TORCH_FORMATS = ("pt2", "aoti", "torchscript")  # the artifacts --backend torch can load
 DEFAULT_TORCH_FORMATS = ("pt2", "torchscript")  # without --torch-format: the first the manifest lists
+ENGINES = ("local", "ray")  # local: threads in this process; ray: Ray Data actors (infer.ray_engine)
 
 
 class OptionError(Exception):
@@ -50,6 +51,8 @@ class InferOptions:
     resume: bool = False
     tta: bool = False  # confidence from the image and two zoomed views (infer.tta): errors rank lower, 3× model work
     report: Path | None = None  # also write the review page (infer.review) here once the CSV is complete
+    engine: str = "local"
+    ray_address: str | None = None  # --engine ray: None means RAY_ADDRESS, else an embedded Ray on this machine
 
 
 REPORT_EXIT_HELP = (

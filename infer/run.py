@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from infer.backends import choose_format, open_model
 from infer.contract import read_manifest
@@ -16,6 +16,7 @@ from infer.options import InferOptions, ReportOptions, cores
 from infer.pipeline import Preparer, Row, classify_batches
 from infer.review_data import RunFacts
 from infer.tta import with_tta
+from infer.uris import Inputs, refuse_uris
 
 
 @dataclass
@@ -55,17 +56,28 @@ def classify_paths(paths: list[str], options: InferOptions,
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     check_report_path(options)
     manifest = read_manifest(options.model_dir)
-    # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
-    # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
-    opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
-    classify = with_tta(opened.classify) if options.tta else opened.classify
+    if options.engine == "ray":  # the same job on Ray Data actors: only the producer of row batches differs
+        from infer.ray_engine import open_ray
+
+        engine = open_ray(manifest, options, paths)  # connects, and checks the model, before anything is written
+        walk, produce, device = Inputs(paths, options.recursive), engine.batches, engine.device
+    else:
+        refuse_uris(paths)
+        # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
+        # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
+        opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
+        walk, device = Walk(paths, options.recursive), opened.device
+        classify = with_tta(opened.classify) if options.tta else opened.classify
+
+        def produce(todo: Iterator[str]) -> Iterator[list[Row]]:
+            return classify_batches(todo, classify, options.batch_size, options.workers,
+                                    preparer or Preparer(options.max_pixels), display_path)
+
     sink = CsvSink(options.output, manifest.labels, options.resume).open()
-    summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=opened.device,
+    summary = Summary(resumed=len(sink.done), resumed_failed=sink.previous_errors, device=device,
                       output=options.output)
-    walk = Walk(paths, options.recursive)
     todo = (p for p in walk if display_path(p) not in sink.done) if sink.done else iter(walk)
-    batches = classify_batches(todo, classify, options.batch_size, options.workers,
-                               preparer or Preparer(options.max_pixels), display_path)
+    batches = produce(todo)
     try:
         for rows in batches:
             sink.write(rows)

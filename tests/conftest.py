@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -56,6 +57,21 @@ def mnist_pngs(data_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("mnist_png")
     write_mnist_pngs(data_dir, folder, 1000)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One embedded Ray for the session, 2 CPUs: in-process runs use it, and digits-infer processes join it
+    through RAY_ADDRESS (the returned address). Shut down when the session ends."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
 
 
 def run_cli(name: str, *args: str, cwd: Path | None = None, env: dict | None = None,

@@ -27,7 +27,7 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--images", "200", "--naive-images", "100", "--model-dir", str(artifacts), "--data-dir", str(data_dir),
           "--cache", str(tmp_path / "cache"), "--memory-files", "400", "--per-style", "8", "--no-large",
-          "--repeats", "1", "--no-train",
+          "--repeats", "1", "--no-train", "--no-ray",
           "--json", str(out)])
     results = json.loads(out.read_text())
     assert results["images"] == 200 and results["naive_images_per_s"] > 0
@@ -60,6 +60,30 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "digits-infer end to end" in printed and "import torch" in printed and "confidence ranking" in printed
     assert "model formats" in printed and "fastest here: model only" in printed
+
+
+@pytest.mark.slow
+def test_ray_bench_on_100_and_300_files(artifacts, data_dir, tmp_path, capsys):
+    """The ray rows of `make bench` on a small folder: both engines run, and the projection follows from the
+    measured rates."""
+    from rich.console import Console
+
+    from bench.mnist_png import write_mnist_pngs
+    from bench.ray_bench import measure_ray, show_ray
+
+    folder = tmp_path / "png"
+    write_mnist_pngs(data_dir, folder, 100)
+    r = measure_ray(folder, artifacts, 32, tmp_path, linked=300)
+    assert list(r["runs"]) == ["100", "300"]
+    for row in r["runs"].values():
+        assert row["local"]["images_per_s"] > 0 and row["ray"]["images_per_s"] > 0
+        assert row["ray_vs_local"] == pytest.approx(row["ray"]["images_per_s"] / row["local"]["images_per_s"])
+    assert r["ray_startup_s"] == pytest.approx(r["one_image_s"]["ray"] - r["one_image_s"]["local"])
+    assert r["actor"]["images_per_s"] > 0 and r["driver_images_per_s"] > r["actor"]["images_per_s"]
+    assert r["nodes_at_driver_limit"] == pytest.approx(
+        r["driver_images_per_s"] / (r["cores"] * r["actor"]["images_per_s"]))
+    show_ray(Console(), r)
+    assert "the driver is the bottleneck at about" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run `make gpu-check` itself")

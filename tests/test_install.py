@@ -54,6 +54,8 @@ def test_base_install_classifies_samples_without_torch(artifacts, tmp_path):
     assert len(rows(base_csv)) == 32 and rows(base_csv) == rows(full_csv)
     for command, extra in ((["digits-infer", str(SAMPLES), "--model-dir", str(artifacts), "--backend", "torch",
                              "-o", str(tmp_path / "t.csv")], "digits[torch]"),
+                           (["digits-infer", str(SAMPLES), "--model-dir", str(artifacts), "--engine", "ray",
+                             "-o", str(tmp_path / "r.csv")], "digits[ray]"),
                            (["digits-train", "--epochs", "1"], "digits[train]"),
                            (["digits-export"], "digits[export]")):
         proc = subprocess.run([str(env_dir / "bin" / command[0]), *command[1:]], capture_output=True, text=True,
