@@ -65,7 +65,9 @@ def one_actor(folder: Path, model_dir: Path, batch: int) -> dict[str, float]:
     from infer.ray_engine import open_ray
 
     start = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ours = not ray.is_initialized()  # a Ray already running in this process (a test session's) is used as it is
+    if ours:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     init_seconds = time.perf_counter() - start
     try:
         options = InferOptions(model_dir=model_dir, batch_size=batch, engine="ray", device="cpu")
@@ -78,7 +80,8 @@ def one_actor(folder: Path, model_dir: Path, batch: int) -> dict[str, float]:
             count += len(rows)
         last = time.perf_counter()
     finally:
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
     return {"ray_init_s": init_seconds, "first_rows_s": first - begun,
             "images_per_s": rate(count - head, last - first)}
 
