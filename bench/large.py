@@ -1,6 +1,7 @@
 """Large images: each is answered (or refused) in bounded time and memory. Written once into the cache:
-a 10000×10000 PNG of one digit (a small file that decodes to 100 MB), a 96 MP JPEG of a digit, and a
-compressed float32 RGBA TIFF (a small file that decodes to 268 MB)."""
+a 10000×10000 PNG of one digit (a small file that decodes to 100 MB), the same page as a 16-bit PNG (200 MB
+decoded, at the default limit), a 96 MP JPEG of a digit (decoded at 1/8 scale), and a compressed float32 RGBA
+TIFF that would decode to 268 MB, over the limit: refused from its header."""
 
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ def write_large(data_dir: Path, folder: Path) -> dict[str, tuple[int, int]]:
     folder.mkdir(parents=True, exist_ok=True)
     test = load_split(data_dir, train=False)
     digit, label = test.images[0].numpy(), int(test.labels[0])
-    files = {"page_10000x10000.png": (label, 10000 * 10000), "photo_12000x8000.jpg": (label, 12000 * 8000 * 3),
-             "float_rgba_4096x4096.tif": (label, 4096 * 4096 * 4 * 4)}
+    files = {"page_10000x10000.png": (label, 10000 * 10000), "page16_10000x10000.png": (label, 10000 * 10000 * 2),
+             "photo_12000x8000.jpg": (label, 12000 * 8000 * 3), "float_rgba_4096x4096.tif": (label, 4096 * 4096 * 16)}
     if not (folder / "page_10000x10000.png").exists():
         cv2.imwrite(str(folder / "page_10000x10000.png"), digit_page(digit, 10000, 10000),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not (folder / "page16_10000x10000.png").exists():
+        cv2.imwrite(str(folder / "page16_10000x10000.png"), digit_page(digit, 10000, 10000).astype(np.uint16) * 257,
                     [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not (folder / "photo_12000x8000.jpg").exists():
         page = cv2.cvtColor(digit_page(digit, 12000, 8000), cv2.COLOR_GRAY2BGR)

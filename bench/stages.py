@@ -62,14 +62,19 @@ def measure_model(backend: str, model_dir: Path, images: np.ndarray, batch_size:
     from infer.backends import open_model
 
     opened = open_model(read_manifest(model_dir), backend, None, device, threads)
-    opened.classify(images[:batch_size])  # warm-up: session or JIT initialisation
+    return classifier_rate(opened.classify, images, batch_size, repeats), opened.device
+
+
+def classifier_rate(classify, images: np.ndarray, batch_size: int, repeats: int) -> float:
+    """Best images/s of `repeats` passes over ready tensors, after one warm-up batch (session or JIT set-up)."""
+    classify(images[:batch_size])
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         for i in range(0, len(images), batch_size):
-            opened.classify(images[i : i + batch_size])
+            classify(images[i : i + batch_size])
         best = max(best, rate(len(images), time.perf_counter() - start))
-    return best, opened.device
+    return best
 
 
 def measure_naive(files: list[str], checkpoint: Path, device: str) -> float:

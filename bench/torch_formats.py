@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.arith import rate
+from bench.stages import classifier_rate
 from infer.backends import MODEL_FORMATS
 from infer.contract import read_manifest
 from infer.devices import DeviceError
@@ -56,14 +57,7 @@ def model_images_per_s(name: str, path: Path, tensors: np.ndarray, batch_size: i
                        repeats: int) -> tuple[float, str]:
     """Best of `repeats` passes over the preprocessed tensors, after one warm-up batch."""
     opened = MODEL_FORMATS[name].open(path, device, threads)
-    opened.classify(tensors[:batch_size])
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(0, len(tensors), batch_size):
-            opened.classify(tensors[i : i + batch_size])
-        best = max(best, rate(len(tensors), time.perf_counter() - start))
-    return best, opened.device
+    return classifier_rate(opened.classify, tensors, batch_size, repeats), opened.device
 
 
 def end_to_end_images_per_s(name: str, folder: Path, model_dir: Path, device: str, batch_size: int, out: Path,

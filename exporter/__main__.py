@@ -1,17 +1,11 @@
 """`digits-export` and `python -m exporter`: the CLI, or one line saying which extra to install when the
 export packages are missing (the base install is inference only)."""
 
-import sys
+from infer.extras import run_app
 
 
 def main() -> None:
-    try:
-        from exporter.cli import app
-    except ModuleNotFoundError as exc:
-        print(f"digits-export: error: {exc.name} is not installed; exporting needs pip install 'digits[export]'",
-              file=sys.stderr)
-        sys.exit(2)
-    app(prog_name="digits-export")
+    run_app("exporter.cli", "digits-export", "export", "exporting")
 
 
 if __name__ == "__main__":

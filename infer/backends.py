@@ -16,13 +16,10 @@ import numpy as np
 
 from infer.contract import CLASSES, ArtifactError, Manifest
 from infer.devices import Device, DeviceError, torch_device
+from infer.extras import MissingExtra
 from infer.options import DEFAULT_TORCH_FORMATS, TORCH_FORMATS, OptionError
 
 Classifier = Callable[[np.ndarray], np.ndarray]
-
-
-class MissingExtra(Exception):
-    """The backend needs a package that is not installed: says which extra to install."""
 
 
 @dataclass(frozen=True)

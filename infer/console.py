@@ -9,10 +9,10 @@ from __future__ import annotations
 import signal
 import sys
 
-from infer.backends import MissingExtra
 from infer.contract import ArtifactError
 from infer.csvout import OutputError
 from infer.devices import DeviceError
+from infer.extras import MissingExtra
 from infer.options import (
     EXIT_INTERRUPTED,
     EXIT_NO_IMAGES,

@@ -7,11 +7,13 @@ failure there fails the suite loudly rather than skipping anything.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.mnist_png import write_mnist_pngs
 from exporter.export import ParitySettings, export
@@ -69,3 +71,29 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles:
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, (needle, proc.stderr)
+
+
+class Unpickling:
+    """While active, torch.load without weights_only=True and pickle.load/loads raise; every call is recorded,
+    so a caller that swallows the error and falls back still fails the test."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.forbidden: list[str] = []
+        real_load = torch.load
+
+        def guarded_torch_load(*args, **kwargs):
+            if kwargs.get("weights_only") is not True:
+                self.forbidden.append(f"torch.load(weights_only={kwargs.get('weights_only')!r})")
+                raise RuntimeError("torch.load without weights_only=True")
+            return real_load(*args, **kwargs)
+
+        def refuse(name):
+            def call(*args, **kwargs):
+                self.forbidden.append(name)
+                raise RuntimeError(f"{name} called")
+
+            return call
+
+        monkeypatch.setattr(torch, "load", guarded_torch_load)
+        monkeypatch.setattr(pickle, "load", refuse("pickle.load"))
+        monkeypatch.setattr(pickle, "loads", refuse("pickle.loads"))

@@ -1,9 +1,13 @@
 import json
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from bench.arith import growth, pipeline_limit, rate, ratio
 from bench.run import main
+from tests.conftest import REPO
 
 
 def test_pipeline_limit_is_the_harmonic_combination():
@@ -18,6 +22,7 @@ def test_rates_ratios_and_growth():
     assert growth(100.0, 115.0) == pytest.approx(0.15) and growth(0.0, 5.0) == 0.0
 
 
+@pytest.mark.slow
 def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--images", "200", "--naive-images", "100", "--model-dir", str(artifacts), "--data-dir", str(data_dir),
@@ -51,3 +56,11 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "digits-infer end to end" in printed and "import torch" in printed
     assert "model formats" in printed and "fastest here: model only" in printed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run `make gpu-check` itself")
+def test_gpu_check_without_a_gpu_exits_2_at_once():
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""

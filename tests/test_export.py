@@ -1,3 +1,4 @@
+import io
 import json
 import shutil
 
@@ -10,10 +11,14 @@ from onnx import numpy_helper
 
 import exporter.export as export_module
 from exporter.export import ParitySettings, export, parity_images
+from exporter.formats import ONNX_OPSET
 from exporter.wrapper import DeployedDigit
 from infer.contract import file_sha256
-from tests.conftest import assert_clean_failure, run_cli
+from infer.options import InferOptions
+from infer.run import classify_paths
+from tests.conftest import REPO, Unpickling, assert_clean_failure, run_cli
 from trainer.checkpoint import load_checkpoint
+from trainer.outputs import write_outputs
 
 
 def probabilities(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
@@ -68,7 +73,7 @@ def test_manifest_and_onnx_metadata_hold_the_contract(artifacts, tiny_run):
 
     model = onnx.load(str(artifacts / "digit.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    assert model.opset_import[0].version >= 17
+    assert model.opset_import[0].version == ONNX_OPSET
     props = {p.key: p.value for p in model.metadata_props}
     assert json.loads(props["labels"]) == manifest["labels"]
     assert json.loads(props["normalization"]) == {"mean": 0.1307, "std": 0.3081, "inside_graph": True}
@@ -162,6 +167,21 @@ def test_interrupted_export_leaves_the_previous_folder_intact(tiny_run, artifact
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]
 
 
-def test_checkpoint_loads_without_pickle(tiny_run):
-    model, metadata = load_checkpoint(tiny_run[1] / "digit.safetensors")
+def test_training_outputs_export_and_inference_never_unpickle(tiny_run, data_dir, tmp_path, monkeypatch):
+    """torch.load without weights_only=True and pickle.load/loads raise (and are recorded) while a checkpoint is
+    written and read, exported to every format, and classified through every backend."""
+    guard = Unpickling(monkeypatch)
+    with pytest.raises(RuntimeError):  # the guard is live: a pickled file would fail this test
+        torch.load(io.BytesIO(b"not read"))
+    guard.forbidden.clear()
+    checkpoint = tmp_path / "checkpoints" / "digit.safetensors"
+    write_outputs(tiny_run[0], checkpoint.parent, data_dir)
+    model, metadata = load_checkpoint(checkpoint)
     assert metadata["architecture"] == "Digit" and not model.training
+    artifacts = tmp_path / "artifacts"
+    export(checkpoint, artifacts, ParitySettings(data_dir, samples=200), aoti=False)
+    for backend, fmt in (("onnx", None), ("torch", "torchscript"), ("torch", "pt2")):
+        summary = classify_paths([str(REPO / "samples")], InferOptions(
+            backend=backend, torch_format=fmt, model_dir=artifacts, output=tmp_path / f"{backend}-{fmt}.csv"))
+        assert summary.classified == 32
+    assert guard.forbidden == []

@@ -4,7 +4,6 @@ never unpickled on the way."""
 
 import csv
 import json
-import pickle
 import shutil
 import zipfile
 
@@ -22,7 +21,7 @@ from infer.contract import ArtifactError, file_sha256, read_manifest
 from infer.options import TORCH_FORMATS, InferOptions
 from infer.pt2archive import check_pickle_free, load_aoti_package, load_exported_program
 from infer.run import classify_paths
-from tests.conftest import REPO, assert_clean_failure, run_cli
+from tests.conftest import REPO, Unpickling, assert_clean_failure, run_cli
 
 SAMPLES = REPO / "samples"
 
@@ -37,32 +36,6 @@ def read_probabilities(path) -> tuple[list[str], list[str], np.ndarray]:
 def eager_probabilities(model, images: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return DeployedDigit(model)(torch.from_numpy(images)).numpy()
-
-
-class Unpickling:
-    """While active, torch.load without weights_only=True and pickle.load/loads raise; every call is recorded,
-    so a caller that swallows the error and falls back still fails the test."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.forbidden: list[str] = []
-        real_load = torch.load
-
-        def guarded_torch_load(*args, **kwargs):
-            if kwargs.get("weights_only") is not True:
-                self.forbidden.append(f"torch.load(weights_only={kwargs.get('weights_only')!r})")
-                raise RuntimeError("torch.load without weights_only=True")
-            return real_load(*args, **kwargs)
-
-        def refuse(name):
-            def call(*args, **kwargs):
-                self.forbidden.append(name)
-                raise RuntimeError(f"{name} called")
-
-            return call
-
-        monkeypatch.setattr(torch, "load", guarded_torch_load)
-        monkeypatch.setattr(pickle, "load", refuse("pickle.load"))
-        monkeypatch.setattr(pickle, "loads", refuse("pickle.loads"))
 
 
 def test_the_format_tables_agree():

@@ -41,6 +41,7 @@ def classify_folder(artifacts, folder) -> dict[str, dict]:
         return {os.path.basename(r["path"]): r for r in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["bold", "thin", "lowres", "cell", "photo", "colour", "faint", "specks", "paper"])
 def test_each_style_reads_as_the_clean_digit(artifacts, test_digits, tmp_path, style):
     images, _ = test_digits
@@ -68,6 +69,7 @@ def sure_digits(rows: dict[str, dict]) -> list[int]:
     return sure
 
 
+@pytest.mark.slow
 def test_box_comb_cell_and_underline_each_read_as_the_clean_digit(artifacts, test_digits, tmp_path):
     """The three kinds of form cell, drawn explicitly: a full box, a comb open at the top, an underline."""
     images, _ = test_digits
@@ -179,6 +181,7 @@ def test_prediction_input_does_not_change_when_an_exif_tag_turns_the_image(test_
     assert np.array_equal(preprocess_bytes(with_orientation(upright, orientation, fmt), MAX), expected)
 
 
+@pytest.mark.slow
 def test_jpeg_orientations_read_as_the_upright_photo(artifacts, test_digits, tmp_path):
     images, _ = test_digits
     rng = np.random.default_rng(1)
@@ -208,5 +211,5 @@ def test_large_images_are_reduced_before_any_work(test_digits):
 
 def test_decoded_size_is_refused_from_the_header():
     deep = cv2.imencode(".png", np.zeros((3000, 3000, 4), np.uint16))[1].tobytes()  # 72 MB decoded, a small file
-    with pytest.raises(PreprocessError, match="72 MB decoded, over the limit of 40 MB"):
-        preprocess_bytes(deep, 10_000_000)  # 9 MP is under the pixel limit; 16-bit RGBA is not under 4 B/pixel
+    with pytest.raises(PreprocessError, match="72 MB decoded, over the limit of 20 MB"):
+        preprocess_bytes(deep, 10_000_000)  # 9 MP is under the pixel limit; 16-bit RGBA is not under 2 B/pixel

@@ -66,7 +66,7 @@ def test_validation_picks_the_epoch_not_the_test_set(data_dir):
     assert no_val.chosen_epoch == 2 and all(r.val_accuracy is None for r in no_val.history)
 
 
-def test_identity_affine_leaves_images_alone_and_real_ranges_move_them(tiny_run):
+def test_identity_affine_leaves_images_alone_and_real_ranges_move_them():
     images = torch.zeros(4, 1, 28, 28)
     images[:, :, 10:18, 12:16] = 1.0
     same = random_affine(images, AffineRange(0, 0, 0), torch.Generator().manual_seed(0))

@@ -55,7 +55,7 @@ def random_stroke(images: torch.Tensor, share: float, generator: torch.Generator
     thicker = F.max_pool2d(images, 3, stride=1, padding=1)
     thinner = -F.max_pool2d(-images, 3, stride=1, padding=1)
     target = torch.where((draws[:, 1] < 0.5)[:, None, None, None], thicker, thinner)
-    return images + amount[:, None, None, None] * (target - images)
+    return full_contrast(images + amount[:, None, None, None] * (target - images))
 
 
 def random_lowres(images: torch.Tensor, ranges: StyleRange, generator: torch.Generator) -> torch.Tensor:
@@ -72,5 +72,11 @@ def random_lowres(images: torch.Tensor, ranges: StyleRange, generator: torch.Gen
     back = F.interpolate(small, size=(height, width), mode=mode, **({} if mode == "nearest" else
                                                                     {"align_corners": False}))
     out = images.clone()
-    out[chosen] = back
+    out[chosen] = full_contrast(back)
     return out
+
+
+def full_contrast(images: torch.Tensor) -> torch.Tensor:
+    """Each image scaled so its brightest pixel is 1, as preprocessing stretches every scan's stroke cores to
+    white: a blurred thumbnail is seen at full contrast in training too."""
+    return images / images.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
