@@ -11,6 +11,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -24,7 +26,8 @@ from infer.csvout import HEADER, partial_path, read_complete_rows
 from infer.discover import path_bytes
 from infer.job import job_path
 from infer.pipeline import Preparer, read_file
-from infer.run import InferOptions, classify_paths
+from infer.run import InferOptions, Interrupted, classify_paths
+from infer.stop import StopFlag
 from tests.badfiles import write_cases
 from tests.conftest import BIN, REPO, assert_clean_failure, run_cli
 from trainer.data import load_split
@@ -240,6 +243,36 @@ def test_a_signal_mid_batch_of_large_images_stops_between_images(artifacts, larg
     resumed = infer(artifacts, large_scans, "-o", out, "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(os.path.basename(r["path"]) for r in read_rows(out)) == [f"scan_{i:02d}.png" for i in range(40)]
+
+
+def test_a_stop_while_an_image_is_still_being_read_ends_the_run_with_the_finished_rows(artifacts, digit, tmp_path):
+    """The read of the 6th image hangs (a stuck network file system) just after the stop: the run still ends,
+    a grace time later rather than never, with the 5 finished images written and the rest left for --resume."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for index in range(12):
+        (folder / f"{index:02d}.png").write_bytes(digit_png(digit))
+    stop, release, stopped_at = StopFlag(), threading.Event(), []
+
+    def hanging_read(path, limit):
+        if path.endswith("05.png"):
+            stopped_at.append(time.monotonic())
+            stop.request(signal.SIGTERM)
+            release.wait(120)  # only a safety net: without the grace time the run waits here two minutes
+        return read_file(path, limit)
+
+    out = tmp_path / "out.csv"
+    options = InferOptions(model_dir=artifacts, output=out, batch_size=8, workers=1)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            classify_paths([str(folder)], options, preparer=Preparer(read=hanging_read), stop=stop)
+        ended = time.monotonic()
+    finally:
+        release.set()
+    assert ended - stopped_at[0] < 60
+    assert stopped.value.exit_code == 143 and stopped.value.summary.classified == 5
+    rows = read_complete_rows(partial_path(out).read_text(encoding="utf-8"))
+    assert [os.path.basename(r[0]) for r in rows] == [f"{index:02d}.png" for index in range(5)]
 
 
 # --- one run per output ---------------------------------------------------------------------------------------------
@@ -528,9 +561,22 @@ def test_a_chain_of_1200_folders_is_walked(artifacts, digit, tmp_path):
         deepest.mkdir()
     (deepest / "x.png").write_bytes(digit_png(digit))
     out = tmp_path / "out.csv"
-    proc = infer(artifacts, tmp_path / "deep", "-o", out)
-    assert proc.returncode == 0, proc.stderr
-    assert [r["path"] for r in read_rows(out)] == [str(deepest / "x.png")]
+    try:
+        proc = infer(artifacts, tmp_path / "deep", "-o", out)
+        assert proc.returncode == 0, proc.stderr
+        assert [r["path"] for r in read_rows(out)] == [str(deepest / "x.png")]
+    finally:
+        remove_chain(tmp_path / "deep", deepest)
+
+
+def remove_chain(top, deepest) -> None:
+    """Remove the chain from the bottom, one folder at a time: pytest's clean-up of old temporary folders
+    (shutil.rmtree) recurses once per level and would fail on it in a later session."""
+    (deepest / "x.png").unlink(missing_ok=True)
+    while deepest != top:
+        deepest.rmdir()
+        deepest = deepest.parent
+    top.rmdir()
 
 
 def test_no_image_files_found_warns_in_one_line_and_exits_3(artifacts, tmp_path):
