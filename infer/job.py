@@ -8,7 +8,8 @@ The record, written atomically when a run starts and again when it ends:
 `model_sha256` is the sha256 of the model file used; `options` the options that change rows (InferOptions
 fields marked RESULT); `inputs` each PATH as given and as its real path (display text, infer.discover);
 `started` and `finished` ISO times (`finished` null until the CSV is complete); `images_per_second` of the run
-that finished it; the counts cover the whole CSV. The identity is the first seven; the rest is bookkeeping.
+that finished it; the counts cover the whole CSV. The identity is format, model_sha256, backend, torch_format,
+options and inputs; the rest is bookkeeping (the device too: a job stopped on a GPU node may finish on a CPU one).
 
 The lock: the kernel drops a `flock` when its holder dies, so a killed run never blocks the next one.
 """
@@ -29,7 +30,7 @@ from infer.discover import display_path
 
 JOB_FORMAT = 1
 MAX_RECORD_BYTES = 1 << 20
-IDENTITY = ("format", "model_sha256", "backend", "torch_format", "device", "options", "inputs")
+IDENTITY = ("format", "model_sha256", "backend", "torch_format", "options", "inputs")
 
 
 class OutputError(Exception):
