@@ -90,13 +90,15 @@ def driver_rate(folder: Path, out: Path, batch: int) -> float:
     """Rows per second through the driver's own work, with every row's probabilities already computed."""
     import pyarrow as pa
 
-    from infer.csvout import CsvSink
+    from infer.csvout import CsvSink, Target
     from infer.discover import Walk, display_path
+    from infer.job import JobRecord
     from infer.pipeline import Row
     from infer.ray_engine import WINDOW
 
     probabilities = np.full((batch, 10), 0.1, np.float32)
-    sink = CsvSink(out, tuple(str(d) for d in range(10))).open()
+    record = JobRecord("0" * 64, "onnx", None, "cpu", {}, [])  # the sink writes a job record, as a run's does
+    sink = CsvSink.open(Target(out, stream=False), tuple(str(d) for d in range(10)), record)
     start = time.perf_counter()
     count = 0
     window: list[str] = []
@@ -115,7 +117,7 @@ def driver_rate(folder: Path, out: Path, batch: int) -> float:
                 sink.write(rows)
                 count += len(rows)
             window = []
-    sink.finish()
+    sink.finish(0.0, 0)
     return rate(count, time.perf_counter() - start)
 
 

@@ -13,7 +13,7 @@ from typing import List
 import typer
 
 from infer.devices import Device
-from infer.options import EXIT_HELP, InferOptions
+from infer.options import EXIT_HELP, MAX_BATCH_SIZE, WORKERS_PER_CORE, InferOptions
 
 DEFAULTS = InferOptions()
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -44,12 +44,18 @@ def main(
         "(AOTInductor, CPU) or torchscript [default: pt2 when the manifest lists it, else torchscript]."),
     device: Device = typer.Option(DEFAULTS.device, help="auto uses CUDA when it works; cuda without it exits 2."),
     model_dir: Path = typer.Option(DEFAULTS.model_dir, help="Folder written by digits-export (manifest.json)."),
-    output: str = typer.Option(str(DEFAULTS.output), "--output", "-o", help="CSV to write; - for stdout."),
-    batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Images per model call."),
-    workers: int = typer.Option(DEFAULTS.workers, min=1, help="Threads decoding and preprocessing."),
+    output: str = typer.Option(str(DEFAULTS.output), "--output", "-o", help="CSV to write (a device or FIFO is "
+                               "written through); - for stdout."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, help=f"Images per model call (1 to {MAX_BATCH_SIZE})."),
+    workers: int = typer.Option(DEFAULTS.workers, help=f"Threads decoding and preprocessing (1 to "
+                                f"{WORKERS_PER_CORE} per core)."),
     recursive: bool = typer.Option(DEFAULTS.recursive, help="Walk folders recursively."),
-    max_pixels: int = typer.Option(DEFAULTS.max_pixels, min=1, help="Refuse images with more pixels (error row)."),
-    resume: bool = typer.Option(DEFAULTS.resume, help="Keep the rows of OUTPUT.partial (or OUTPUT); do the rest."),
+    max_pixels: int = typer.Option(DEFAULTS.max_pixels, help="Refuse images with more pixels (error row); at "
+                                   "most 2^40."),
+    resume: bool = typer.Option(DEFAULTS.resume, help="Keep the rows of OUTPUT.partial (or OUTPUT) when "
+                                "OUTPUT.job.json shows the same job; do the rest."),
+    excel_safe: bool = typer.Option(DEFAULTS.excel_safe, help="Cells starting with = + - @ get a leading ' so "
+                                    "spreadsheets show them as text (CSV injection)."),
     tta: bool = typer.Option(DEFAULTS.tta, help="Confidence from the image and two zoomed views: ranks errors "
                              "lower (README, Confidence); 3x the model's work."),
     report: Path | None = typer.Option(DEFAULTS.report, help="Also write the review page (as digits-report) "
@@ -65,9 +71,9 @@ def main(
 
     options = InferOptions(
         backend=backend.value, torch_format=torch_format.value if torch_format else None, device=device.value,
-        model_dir=model_dir, output=None if output == "-" else Path(output), batch_size=batch_size, workers=workers,
-        recursive=recursive, max_pixels=max_pixels, resume=resume, tta=tta, report=report,
-        engine=engine.value, ray_address=ray_address,
+        model_dir=model_dir, output=None if output == "-" else output, batch_size=batch_size, workers=workers,
+        recursive=recursive, max_pixels=max_pixels, resume=resume, excel_safe=excel_safe, tta=tta,
+        report=report, engine=engine.value, ray_address=ray_address,
     )
     raise typer.Exit(run_with_progress(paths, options, quiet=quiet))
 
@@ -81,6 +87,6 @@ def run() -> None:
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a reader that went away (`digits-infer -o - | head`)
+        with contextlib.suppress(OSError, AttributeError):  # a reader that went away; None: started closed
             stream.flush()
     os._exit(code)

@@ -1,17 +1,26 @@
-"""What the user sees on stderr: the progress bar (infer.progress), then one summary or error line.
+"""What the user sees on stderr: the progress bar (infer.progress), then one summary, warning or error line.
 
-The library's errors say what is wrong; this is where they get the name of the flag that caused them.
+The library's errors say what is wrong; this is where they get the name of the flag that caused them, and
+where each outcome becomes its documented exit code (infer.options EXIT_*).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from infer.contract import ArtifactError
 from infer.csvout import OutputError
 from infer.devices import DeviceError
 from infer.extras import MissingExtra
-from infer.options import EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, InferOptions, OptionError
+from infer.options import (
+    EXIT_INTERRUPTED,
+    EXIT_NO_IMAGES,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    InferOptions,
+    OptionError,
+)
 from infer.ray_engine import EngineError
 from infer.review_data import ReportError
 from infer.run import Interrupted, Summary, classify_paths
@@ -22,7 +31,29 @@ def describe(summary: Summary) -> str:
     resumed = f", {summary.resumed} kept from before" if summary.resumed else ""
     report = f"; review page {summary.report}" if summary.report else ""
     return (f"classified {summary.classified}, failed {summary.failed}, skipped {summary.skipped} non-image files"
-            f"{resumed}; {summary.images_per_second:,.0f} images/s on {summary.device}; wrote {where}{report}")
+            f"{_folders(summary)}{resumed}; {summary.images_per_second:,.0f} images/s on {summary.device}; "
+            f"wrote {where}{report}")
+
+
+def _folders(summary: Summary) -> str:
+    count = summary.skipped_folders
+    return f" and {count} subfolder{'s' * (count != 1)} (--no-recursive)" if count else ""
+
+
+def no_images(paths: list[str], summary: Summary) -> str:
+    where = "stdout" if summary.output is None else str(summary.output)
+    return (f"digits-infer: warning: no image files found under {' '.join(paths)} (skipped {summary.skipped} "
+            f"non-image files{_folders(summary)}); wrote a header-only CSV to {where}")
+
+
+def stopped(stop: Interrupted) -> str:
+    how = "terminated (SIGTERM)" if stop.signum == signal.SIGTERM else "interrupted"
+    done = stop.summary.classified + stop.summary.failed
+    if stop.partial is None and done == 0:
+        return f"digits-infer: {how} before classifying anything"
+    where = f"kept in {stop.partial}" if stop.partial else "already written"
+    return (f"digits-infer: {how} after {done} images; rows so far are {where}. "
+            "Run the same command with --resume to finish.")
 
 
 def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = False) -> int:
@@ -44,17 +75,15 @@ def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = Fal
     except ReportError as exc:  # the CSV is complete; only the page could not be made
         say(f"digits-infer: error: --report: {exc} ({options.output} is complete)")
         return EXIT_USAGE
-    except BrokenPipeError:  # `-o - | head`: the reader has all it wanted
-        say("digits-infer: output closed by the reader; stopped")
-        return EXIT_SOME_FAILED
-    except KeyboardInterrupt:  # before the first image: nothing was written
+    except KeyboardInterrupt:  # before the run installed its handlers: nothing was written
         say("digits-infer: interrupted before classifying anything")
         return EXIT_INTERRUPTED
     except Interrupted as stop:
-        where = f"kept in {stop.partial}" if stop.partial else "already written"
-        say(f"digits-infer: interrupted after {stop.summary.classified + stop.summary.failed} images; "
-            f"rows so far are {where}. Run the same command with --resume to finish.")
-        return EXIT_INTERRUPTED
+        say(stopped(stop))
+        return stop.exit_code
+    if summary.rows == 0:
+        say(no_images(paths, summary))
+        return EXIT_NO_IMAGES
     if not quiet:
         say(describe(summary))
     return EXIT_SOME_FAILED if summary.any_failed else 0

@@ -1,5 +1,10 @@
 """The batch pipeline: a thread pool reads and preprocesses whole batches (OpenCV releases the GIL) while the
 main thread runs the model on the previous ones. Everything streams: a bounded number of batches is in flight.
+
+Stopping (infer.stop): each thread looks at the stop flag between images and leaves the rest of its batch; the
+main thread never waits without a timeout, and after a stop it takes, at most GRACE_SECONDS later, whatever each
+batch has finished (an image still being decoded is left for --resume). So a run stops within about a second even
+in the middle of a batch of large images, and every image finished by then is classified and written.
 """
 
 from __future__ import annotations
@@ -9,8 +14,9 @@ import stat
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
@@ -20,6 +26,7 @@ import numpy as np
 from infer.backends import Classifier
 from infer.options import DEFAULT_MAX_PIXELS
 from infer.preprocess import SIZE, PreprocessError, preprocess_bytes, to_float
+from infer.stop import POLL_SECONDS, StopFlag
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,41 @@ class Row:
 
 @dataclass
 class Prepared:
-    paths: list[str]
+    paths: list[str]  # the files attempted (a stopped batch holds fewer than it was given)
     images: np.ndarray  # float32 k×1×28×28 for the files that worked
     ok: list[int]  # indices into paths of those files
     errors: dict[int, str]
+
+
+@dataclass
+class Batch:
+    """One batch as a thread prepares it, image by image, so that a stopped run can take what is finished."""
+
+    paths: list[str]
+    frames: np.ndarray = field(init=False)
+    ok: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    attempted: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.frames = np.empty((len(self.paths), 1, SIZE, SIZE), np.uint8)
+
+    def add(self, index: int, frame: np.ndarray | None, error: str = "") -> None:
+        with self.lock:
+            if frame is None:
+                self.errors[index] = error
+            else:
+                self.frames[len(self.ok), 0] = frame
+                self.ok.append(index)
+            self.attempted = index + 1
+
+    def finished(self) -> Prepared:
+        """The images attempted so far (all of them once the thread is done)."""
+        with self.lock:
+            done, ok, errors = self.attempted, list(self.ok), dict(self.errors)
+            images = to_float(self.frames[: len(ok)])
+        return Prepared(self.paths[:done], images, ok, errors)
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
@@ -68,21 +106,26 @@ class Preparer:
     read: Callable[[str, int], bytes] = read_file
 
     def __call__(self, paths: list[str]) -> Prepared:
-        frames = np.empty((len(paths), 1, SIZE, SIZE), np.uint8)
-        ok: list[int] = []
-        errors: dict[int, str] = {}
+        batch = Batch(paths)
+        self.fill(batch)
+        return batch.finished()
+
+    def fill(self, batch: Batch, stop: StopFlag | None = None, after_image: Callable[[], None] | None = None) -> None:
+        """Prepare the batch's images in order, looking at `stop` before each one."""
         max_bytes = max(64 << 20, 8 * self.max_pixels)
-        for index, path in enumerate(paths):
+        for index, path in enumerate(batch.paths):
+            if stop is not None and stop.requested:
+                return
             try:
-                frames[len(ok), 0] = preprocess_bytes(self.read(path, max_bytes), self.max_pixels)
-                ok.append(index)
+                batch.add(index, preprocess_bytes(self.read(path, max_bytes), self.max_pixels))
             except PreprocessError as exc:
-                errors[index] = str(exc)
+                batch.add(index, None, str(exc))
             except OSError as exc:
-                errors[index] = os_reason(exc)
+                batch.add(index, None, os_reason(exc))
             except (cv2.error, ValueError, MemoryError) as exc:  # a decoder's own failure on a hostile file
-                errors[index] = f"cannot decode ({type(exc).__name__})"
-        return Prepared(paths, to_float(frames[: len(ok)]), ok, errors)
+                batch.add(index, None, f"cannot decode ({type(exc).__name__})")
+            if after_image is not None:
+                after_image()
 
 
 def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -114,13 +157,17 @@ class Balance:
         self.changed = threading.Condition()
         self.prepare_seconds = self.classify_seconds = 0.0  # per batch, exponentially weighted
 
-    def run(self, preparer: Preparer, chunk: list[str]) -> Prepared:
+    def run(self, preparer: Preparer, batch: Batch, stop: StopFlag,
+            after_image: Callable[[], None] | None = None) -> None:
         with self.changed:
-            self.changed.wait_for(lambda: self.active < self.allowed)
+            while not self.changed.wait_for(lambda: stop.requested or self.active < self.allowed, POLL_SECONDS):
+                pass
+            if stop.requested:
+                return  # not started: the whole batch is left for --resume
             self.active += 1
         start = time.perf_counter()
         try:
-            return preparer(chunk)
+            preparer.fill(batch, stop, after_image)
         finally:
             elapsed = time.perf_counter() - start
             with self.changed:
@@ -140,11 +187,30 @@ def _weighted(average: float, value: float) -> float:
     return value if average == 0 else 0.7 * average + 0.3 * value
 
 
+def take(batch: Batch, future: Future, stop: StopFlag) -> Prepared:
+    """Wait for a batch, polling the flag: the whole batch normally; after a stop, what it has finished when
+    its thread returns or when the stop's grace time is over (one deadline for all batches), if sooner."""
+    while True:
+        wait = POLL_SECONDS
+        if stop.requested:
+            wait = min(wait, stop.deadline() - time.monotonic())
+            if wait <= 0 and not future.done():
+                return batch.finished()
+        try:
+            future.result(timeout=max(wait, 0.0))  # re-raises a thread's unexpected error
+            return batch.finished()
+        except FutureTimeout:
+            pass
+
+
 def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int, workers: int,
-                     preparer: Preparer, display: Callable[[str], str] = str) -> Iterator[list[Row]]:
+                     preparer: Preparer, display: Callable[[str], str] = str, stop: StopFlag | None = None,
+                     after_image: Callable[[], None] | None = None) -> Iterator[list[Row]]:
     """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight;
-    `workers` threads preprocess, as many at once as Balance allows."""
+    `workers` threads preprocess, as many at once as Balance allows. After `stop` is requested no batch is
+    started, and what the batches in flight finish is yielded (see `take`); then the iterator ends."""
     cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV's own threads only contend on tiny images
+    stop = StopFlag(parent=stop)  # also set below when the consumer leaves early
     balance = Balance(workers)
 
     def rows(prepared: Prepared) -> list[Row]:
@@ -153,15 +219,21 @@ def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int
         balance.classified(time.perf_counter() - start)
         return done
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess") as pool:
-        pending: deque = deque()
-        try:
-            for chunk in batched(paths, batch_size):
-                pending.append(pool.submit(balance.run, preparer, chunk))
-                if len(pending) > 2 * workers:
-                    yield rows(pending.popleft().result())
-            while pending:
-                yield rows(pending.popleft().result())
-        finally:
-            for future in pending:
-                future.cancel()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
+    pending: deque[tuple[Batch, Future]] = deque()
+    try:
+        for chunk in batched(paths, batch_size):
+            batch = Batch(chunk)
+            pending.append((batch, pool.submit(balance.run, preparer, batch, stop, after_image)))
+            if len(pending) > 2 * workers and (done := rows(take(*pending.popleft(), stop))):
+                yield done
+            if stop.requested:
+                break
+        while pending:
+            if done := rows(take(*pending.popleft(), stop)):
+                yield done
+    finally:
+        if pending:  # closed early (an output error, a second signal): threads leave their batches
+            stop.request()
+        # Threads still decoding an image finish it and return; nobody waits for them.
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -265,6 +265,11 @@ class RayEngine:
         return data.map_batches(Classify, compute=classifiers, num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0,
                                 **common, fn_constructor_kwargs={**model, "prepare": False, "threads": 1})
 
+    def close(self) -> None:
+        """Shut down the Ray this run started, when the run ends before `batches` (which does it itself)."""
+        if self.started:
+            import_ray().shutdown()
+
     def batches(self, paths: Iterable[str], stop: Any = None) -> Iterator[list[Row]]:
         """Rows for `paths`, one list per block that arrives, in the order of `paths`. A `stop` with a true
         `requested` ends the iterator after the rows already received; closing it leaves the rest."""

@@ -132,6 +132,11 @@ class Inputs:
     def skipped(self) -> int:
         return self._local.skipped + self._remote.skipped
 
+    @property
+    def skipped_folders(self) -> int:
+        """Local subfolders left out by --no-recursive (a bucket's are counted in `skipped`)."""
+        return self._local.skipped_folders
+
     def __iter__(self) -> Iterator[str]:
         for path in self.paths:
             if path.startswith(FILE_SCHEME):
