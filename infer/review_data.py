@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from infer.csvout import HEADER
+from infer.job import job_path
 
 DIGITS = tuple(str(digit) for digit in range(10))
 HISTOGRAM_BINS = 20  # confidence bins of 0.05
@@ -51,11 +52,6 @@ class RunFacts:
     finished: datetime | None = None
     images_per_second: float | None = None
     skipped: int | None = None
-
-
-def job_path(predictions: Path) -> Path:
-    """Where digits-infer writes the job's identity for --resume: beside the CSV."""
-    return predictions.with_name(predictions.name + ".job.json")
 
 
 def read_job(predictions: Path) -> tuple[RunFacts | None, str]:

@@ -366,7 +366,8 @@ def test_a_file_added_since_the_first_run_is_classified_on_resume(artifacts, tmp
     first = json.loads(job_path(out).read_text())
     assert first["model_sha256"] == json.loads((artifacts / "manifest.json").read_text())["artifacts"]["onnx"]["sha256"]
     assert (first["backend"], first["torch_format"], first["format"]) == ("onnx", None, 1)
-    assert first["options"] == {"recursive": True, "max_pixels": 100_000_000, "excel_safe": False}
+    assert first["options"] == {"recursive": True, "max_pixels": 100_000_000, "excel_safe": False,
+                                "tta": False}
     assert first["inputs"] == [{"given": str(folder), "real": str(folder)}]
     assert (first["classified"], first["failed"], first["skipped"]) == (SAMPLE_IMAGES, 0, 2)
     assert first["finished"] >= first["started"] and first["images_per_second"] > 0

@@ -76,8 +76,15 @@ def test_never_overwrites_its_inputs(small):
 
 
 def test_without_a_job_sidecar_the_summary_says_what_is_unknown(small, tmp_path):
+    sidecar = small.predictions.with_name(small.predictions.name + ".job.json")
+    assert json.loads(sidecar.read_text())["finished"]  # digits-infer keeps one beside every CSV it finishes
+    kept = sidecar.read_bytes()
+    sidecar.unlink()  # as for a CSV copied elsewhere, or one written by an older digits-infer
     out = tmp_path / "r.html"
-    proc = report(small, out, "--labels", small.labels)
+    try:
+        proc = report(small, out, "--labels", small.labels)
+    finally:
+        sidecar.write_bytes(kept)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "no predictions.csv.job.json beside the CSV" in text and "the CSV alone" in text
