@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.arith import rate, ratio
 from bench.mnist_png import write_mnist_pngs
-from bench.stages import BIN, HERE, image_files, run_process
+from bench.stages import BIN, HERE, image_files, linked_copies, run_process
 
 LINKED = 100_000
 
@@ -33,17 +33,6 @@ LINKED = 100_000
 def ray_command(paths: list[str], model_dir: Path, out: Path, batch: int, engine: str) -> list[str]:
     return [str(BIN / "digits-infer"), *paths, "--model-dir", str(model_dir), "-o", str(out), "--batch-size",
             str(batch), "--engine", engine, "--quiet"]
-
-
-def linked_copies(folder: Path, files: int, into: Path) -> Path:
-    """`files` hard links of the folder's images in parts of its size (the memory benchmark's layout)."""
-    sources = image_files(folder)
-    for made in range(0, files, len(sources)):
-        part = into / f"part{made // len(sources):03d}"
-        part.mkdir(parents=True)
-        for source in sources[: files - made]:
-            os.link(source, part / Path(source).name)
-    return into
 
 
 def whole_process(paths: list[str], model_dir: Path, out: Path, batch: int, engine: str) -> float:

@@ -48,7 +48,11 @@ def measure_decode(files: list[str], batch_size: int, workers: int) -> tuple[flo
 
 
 def _single_threaded_opencv() -> None:
+    """Each spawned worker's start: one OpenCV thread, and the project's modules imported before the clock
+    starts (a forked worker had them from its parent; a spawned one would import them inside the timing)."""
     import cv2
+
+    import infer.pipeline  # noqa: F401
 
     cv2.setNumThreads(1)
 
@@ -133,6 +137,17 @@ def measure_end_to_end(folder: Path, model_dir: Path, backend: str, device: str,
     return median_wall(command, repeats)
 
 
+def linked_copies(folder: Path, files: int, into: Path) -> Path:
+    """`files` hard links of the folder's images in parts of its size: a large folder at no disk cost."""
+    sources = image_files(folder)
+    for made in range(0, files, len(sources)):
+        part = into / f"part{made // len(sources):03d}"
+        part.mkdir(parents=True)
+        for source in sources[: files - made]:
+            os.link(source, part / Path(source).name)
+    return into
+
+
 def median_wall(args: list[str], repeats: int) -> float:
     return statistics.median(run_process(args)[0] for _ in range(repeats))
 
@@ -140,13 +155,8 @@ def median_wall(args: list[str], repeats: int) -> float:
 def measure_memory(folder: Path, files: int, model_dir: Path, batch: int, scratch: Path) -> dict[str, float]:
     """Peak RSS of digits-infer (onnx) on the 10k folder and on `files` hard-linked copies of it, and the
     whole-process rate on the large run (start-up amortised)."""
-    copies = scratch / "many"
+    copies = linked_copies(folder, files, scratch / "many")
     sources = image_files(folder)
-    for made in range(0, files, len(sources)):
-        part = copies / f"part{made // len(sources):03d}"
-        part.mkdir(parents=True)
-        for source in sources[: files - made]:
-            os.link(source, part / Path(source).name)
     small = peak_rss_kib(infer_command([str(folder)], model_dir, scratch / "m1.csv", "onnx", "cpu", batch))
     large = peak_rss_kib(infer_command([str(copies)], model_dir, scratch / "m2.csv", "onnx", "cpu", batch))
     seconds, _ = run_process(infer_command([str(copies)], model_dir, scratch / "m3.csv", "onnx", "cpu", batch))

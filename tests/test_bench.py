@@ -86,6 +86,7 @@ def test_ray_bench_on_100_and_300_files(artifacts, data_dir, tmp_path, capsys):
     assert "the driver is the bottleneck at about" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: run `make gpu-check` itself")
 def test_gpu_check_without_a_gpu_exits_2_at_once():
     proc = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=REPO, capture_output=True, text=True,

@@ -20,6 +20,7 @@ from tests.conftest import REPO, assert_clean_failure, run_cli
 SAMPLES = REPO / "samples"
 
 
+@pytest.mark.slow
 def test_verify_says_a_missing_checkpoint_is_missing(artifacts, data_dir, tmp_path):
     proc = run_cli("digits-export", "verify", artifacts, "--checkpoint", tmp_path / "missing.safetensors",
                    "--data-dir", data_dir, "--parity-samples", "50")
@@ -27,6 +28,7 @@ def test_verify_says_a_missing_checkpoint_is_missing(artifacts, data_dir, tmp_pa
     assert "sha256" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_verify_finds_the_source_checkpoint_from_any_working_folder(artifacts, data_dir, tmp_path):
     """The manifest stores the checkpoint relative to itself: run from elsewhere, verify still uses it."""
     manifest = json.loads((artifacts / "manifest.json").read_text())

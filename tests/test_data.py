@@ -66,6 +66,7 @@ def test_corrupt_header_and_labels_are_caught(tmp_path):
         load_split(tmp_path, train=True)
 
 
+@pytest.mark.slow
 def test_cli_exits_2_without_traceback_on_missing_and_corrupt_data(tmp_path):
     missing = run_cli("digits-train", "--data-dir", tmp_path / "none", "--no-download", "--out", tmp_path / "o")
     assert_clean_failure(missing, 2, "MNIST not found", "DIGITS_DATA_DIR")

@@ -84,12 +84,14 @@ def test_manifest_and_onnx_metadata_hold_the_contract(artifacts, tiny_run):
     assert batch_dim.dim_param and not batch_dim.dim_value  # a symbolic, dynamic batch axis
 
 
+@pytest.mark.slow
 def test_verify_passes_on_a_good_export(artifacts, data_dir):
     proc = run_cli("digits-export", "verify", artifacts, "--data-dir", data_dir, "--parity-samples", "300")
     assert proc.returncode == 0, proc.stderr
     assert "verified" in proc.stdout and "onnx" in proc.stdout and "torchscript" in proc.stdout and "pt2" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["digit.onnx", "digit.torchscript.pt", "digit.pt2"])
 def test_verify_catches_a_tampered_file(artifacts, tmp_path, data_dir, name):
     copy = tmp_path / "artifacts"
@@ -101,6 +103,7 @@ def test_verify_catches_a_tampered_file(artifacts, tmp_path, data_dir, name):
     assert_clean_failure(proc, 1, name, "sha256")
 
 
+@pytest.mark.slow
 def test_verify_catches_a_parity_break(artifacts, tmp_path, data_dir):
     copy = tmp_path / "artifacts"
     shutil.copytree(artifacts, copy)
@@ -118,6 +121,7 @@ def test_verify_catches_a_parity_break(artifacts, tmp_path, data_dir):
     assert "FAIL" in proc.stdout and "FAILED" in proc.stdout
 
 
+@pytest.mark.slow
 def test_export_cli_writes_a_passing_folder(tiny_run, tmp_path, data_dir):
     out = tmp_path / "artifacts"
     # No C++ compiler here: the AOTInductor package (on by default) is left out with one line saying why.
@@ -132,6 +136,7 @@ def test_export_cli_writes_a_passing_folder(tiny_run, tmp_path, data_dir):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_checkpoint_is_one_line_exit_2(tmp_path, data_dir):
     missing = run_cli("digits-export", "--checkpoint", tmp_path / "nope.safetensors", "--out", tmp_path / "a",
                       "--data-dir", data_dir)
@@ -144,6 +149,7 @@ def test_missing_or_corrupt_checkpoint_is_one_line_exit_2(tmp_path, data_dir):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 def test_cuda_parity_without_cuda_exits_2(tiny_run, tmp_path, data_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the error path cannot happen here")
@@ -152,6 +158,7 @@ def test_cuda_parity_without_cuda_exits_2(tiny_run, tmp_path, data_dir):
     assert_clean_failure(proc, 2, "CUDA")
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_the_previous_folder_intact(tiny_run, artifacts, tmp_path, data_dir, monkeypatch):
     out = tmp_path / "artifacts"
     shutil.copytree(artifacts, out)
@@ -167,6 +174,7 @@ def test_interrupted_export_leaves_the_previous_folder_intact(tiny_run, artifact
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]
 
 
+@pytest.mark.slow
 def test_training_outputs_export_and_inference_never_unpickle(tiny_run, data_dir, tmp_path, monkeypatch):
     """torch.load without weights_only=True and pickle.load/loads raise (and are recorded) while a checkpoint is
     written and read, exported to every format, and classified through every backend."""

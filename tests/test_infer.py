@@ -43,6 +43,7 @@ def both_backends_on_pngs(artifacts, mnist_pngs, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_backends_agree_on_1000_mnist_pngs_and_keep_accuracy(both_backends_on_pngs, mnist_pngs, tiny_run):
     onnx_rows, torch_rows = (read_rows(both_backends_on_pngs[b]) for b in ("onnx", "torch"))
     assert len(onnx_rows) == len(torch_rows) == 1000
@@ -53,6 +54,7 @@ def test_backends_agree_on_1000_mnist_pngs_and_keep_accuracy(both_backends_on_pn
     assert total == 1000 and correct / total >= tiny_run[0].test.accuracy - 0.005
 
 
+@pytest.mark.slow
 def test_backends_agree_on_the_samples(artifacts, tmp_path, tiny_run):
     outputs = {}
     for backend in ("onnx", "torch"):
@@ -138,6 +140,7 @@ def test_tampered_artifact_is_refused_and_named(artifacts, tmp_path):
     assert_clean_failure(proc, 2, "digit.onnx", "refusing a changed model")
 
 
+@pytest.mark.slow
 def test_cuda_without_cuda_exits_2(artifacts, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the error path cannot happen here")
@@ -146,6 +149,7 @@ def test_cuda_without_cuda_exits_2(artifacts, tmp_path):
         assert_clean_failure(proc, 2, "--device cuda")
 
 
+@pytest.mark.slow
 def test_no_recursive_skips_subfolders(artifacts, tmp_path):
     (tmp_path / "top" / "sub").mkdir(parents=True)
     shutil.copy(SAMPLES / "00_mnist.png", tmp_path / "top" / "a.png")

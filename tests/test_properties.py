@@ -2,6 +2,7 @@
 two refusals ('no ink found', 'several digits found (N)')."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,7 @@ def images(draw):
     return image.astype(dtype)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(images())
 def test_preprocessing_never_raises_anything_else(image):

@@ -109,6 +109,7 @@ def assert_same_as_onnx(csv_path, onnx_csv) -> None:
     assert np.abs(probabilities - onnx_probabilities).max() <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
 def test_each_torch_format_gives_onnx_predictions_on_1000_pngs(artifacts, mnist_pngs, onnx_csv, tmp_path, fmt):
     out = tmp_path / f"{fmt}.csv"
@@ -129,6 +130,7 @@ def keep_only(artifacts, tmp_path, keep: set[str]):
     return copy
 
 
+@pytest.mark.slow
 def test_torch_backend_prefers_pt2_and_falls_back_to_torchscript(artifacts, tmp_path):
     pt2_only = keep_only(artifacts, tmp_path / "a", {"onnx", "pt2"})
     proc = run_cli("digits-infer", SAMPLES, "--model-dir", pt2_only, "--backend", "torch", "-o", tmp_path / "a.csv")
@@ -142,6 +144,7 @@ def test_torch_backend_prefers_pt2_and_falls_back_to_torchscript(artifacts, tmp_
     assert read_probabilities(tmp_path / "a.csv")[1] == read_probabilities(tmp_path / "c.csv")[1]
 
 
+@pytest.mark.slow
 def test_a_format_missing_from_the_manifest_or_the_wrong_backend_is_one_line_exit_2(artifacts, tmp_path):
     proc = run_cli("digits-infer", SAMPLES, "--model-dir", artifacts, "--backend", "torch", "--torch-format", "aoti",
                    "-o", tmp_path / "o.csv")

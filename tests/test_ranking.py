@@ -59,6 +59,7 @@ def folder(mnist_pngs, tmp_path_factory):
     return where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["default", "tta"])
 def test_bench_figures_come_from_the_rows_the_csv_holds(folder, artifacts, tmp_path, mode):
     out = tmp_path / "ranking.csv"
@@ -84,6 +85,7 @@ def test_share_and_ece_on_a_ranking_worked_by_hand():
         sum(n * abs(c - a) for n, c, a in by_bin) / 10)
 
 
+@pytest.mark.slow
 def test_tta_keeps_the_model_probabilities_and_averages_the_zoomed_views(folder, artifacts, tmp_path):
     plain, tta = tmp_path / "plain.csv", tmp_path / "tta.csv"
     for out, flags in ((plain, []), (tta, ["--tta"])):

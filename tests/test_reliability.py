@@ -245,6 +245,7 @@ def test_a_signal_mid_batch_of_large_images_stops_between_images(artifacts, larg
     assert sorted(os.path.basename(r["path"]) for r in read_rows(out)) == [f"scan_{i:02d}.png" for i in range(40)]
 
 
+@pytest.mark.slow
 def test_a_stop_while_an_image_is_still_being_read_ends_the_run_with_the_finished_rows(artifacts, digit, tmp_path):
     """The read of the 6th image hangs (a stuck network file system) just after the stop: the run still ends,
     a grace time later rather than never, with the 5 finished images written and the rest left for --resume."""
@@ -685,6 +686,7 @@ def hostile_manifest(copy, case, tmp_path):
         rewrite_manifest(copy, lambda m: m.update(padding="x" * (2 << 20)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,needle", [
     ("traversal", "'../../../../etc/passwd' is not a plain file name"),
     ("absolute", "is not a plain file name inside the folder"),

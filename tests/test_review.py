@@ -33,6 +33,7 @@ def test_help_documents_exit_codes():
     assert "0 report written" in text and "2 bad input" in text
 
 
+@pytest.mark.slow
 def test_a_csv_that_is_not_ours_is_one_line(small, tmp_path):
     proc = run_cli("digits-report", small.labels, "-o", tmp_path / "r.html")
     assert_clean_failure(proc, 2, str(small.labels), "not a digits-infer CSV")
@@ -44,6 +45,7 @@ def test_a_csv_that_is_not_ours_is_one_line(small, tmp_path):
                          "none.csv", "no such file")
 
 
+@pytest.mark.slow
 def test_a_damaged_row_is_named_by_its_line(small, tmp_path):
     lines = small.predictions.read_text().splitlines()
     fields = next(csv.reader([lines[5]]))
@@ -57,6 +59,7 @@ def test_a_damaged_row_is_named_by_its_line(small, tmp_path):
     assert_clean_failure(run_cli("digits-report", damaged, "-o", tmp_path / "r.html"), 2, "line 6", "outside [0, 1]")
 
 
+@pytest.mark.slow
 def test_labels_missing_or_malformed_are_one_line(small, tmp_path):
     out = tmp_path / "r.html"
     assert_clean_failure(report(small, out, "--labels", tmp_path / "none.csv"), 2, "none.csv", "labels file not found")
@@ -67,6 +70,7 @@ def test_labels_missing_or_malformed_are_one_line(small, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_never_overwrites_its_inputs(small):
     before = small.predictions.read_bytes()
     assert_clean_failure(run_cli("digits-report", small.predictions, "-o", small.predictions), 2,
@@ -95,6 +99,7 @@ def test_without_a_job_sidecar_the_summary_says_what_is_unknown(small, tmp_path)
                for p in data["pictures"].values())
 
 
+@pytest.mark.slow
 def test_job_sidecar_fills_the_summary_and_flags_a_changed_file(artifacts, mnist_pngs, tmp_path):
     small = make_batch(tmp_path, artifacts, mnist_pngs, 6, samples=2)  # its own files: their times are changed
     manifest = read_manifest(artifacts)
@@ -123,6 +128,7 @@ def test_job_sidecar_fills_the_summary_and_flags_a_changed_file(artifacts, mnist
     assert [path for path, note in notes.items() if note] == [changed]
 
 
+@pytest.mark.slow
 def test_digits_infer_report_flag_writes_the_page_with_the_run_facts(artifacts, tmp_path):
     out, page = tmp_path / "p.csv", tmp_path / "page.html"
     proc = run_cli("digits-infer", SAMPLES, "--model-dir", artifacts, "-o", out, "--report", page)

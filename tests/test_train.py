@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -46,6 +47,7 @@ def test_checkpoint_metadata_and_safetensors_round_trip(tiny_run, data_dir):
         assert torch.equal(loaded(x), result.model(x))
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_on_cpu(data_dir):
     config = TrainConfig(epochs=1, batch_size=32, val_size=200, train_limit=800, test_limit=200, augment=True,
                          schedule="onecycle")
@@ -58,6 +60,7 @@ def test_same_seed_same_numbers_on_cpu(data_dir):
     assert other.history[0].train_loss != first.history[0].train_loss
 
 
+@pytest.mark.slow
 def test_validation_picks_the_epoch_not_the_test_set(data_dir):
     result = fit(TrainConfig(epochs=2, batch_size=32, val_size=300, train_limit=1300, test_limit=100), data_dir)
     best = max(result.history, key=lambda r: r.val_accuracy)

@@ -26,6 +26,7 @@ def test_unknown_flag_and_bad_values_exit_2_with_usage(args):
     assert "Usage" in result.output and result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the error path cannot happen here")
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, data_dir):
     proc = run_cli("digits-train", "--device", "cuda", "--data-dir", data_dir, "--out", tmp_path)
