@@ -175,8 +175,11 @@ def analysis_copy(grey: np.ndarray) -> tuple[np.ndarray, float]:
 
 # --- frames -----------------------------------------------------------------------------------------------
 
-def line_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of long, thin, straight runs: (horizontal, vertical). Long and deep runs are bars, not lines."""
+def line_pixels(mask: np.ndarray, framed_edge: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of long, thin, straight runs: (horizontal, vertical). Long and deep runs are bars, not lines.
+    With `framed_edge` (a frame drawn along the image's very edge) the outside counts as paper, so a line
+    along the edge stays a line rather than a bar that runs on beyond the image."""
+    outside = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0} if framed_edge else {}
     height, width = mask.shape
     found = []
     for length, across, horizontal in ((width, height, True), (height, width, False)):
@@ -184,9 +187,10 @@ def line_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             found.append(np.zeros_like(mask))
             continue
         run = int(LINE_SPAN * length)
-        deep = max(3, int(LINE_DEPTH * across) | 1)
+        deep = max(3, int(LINE_DEPTH * across) + 1)  # lines are thinner than LINE_DEPTH of the other side
         long_runs = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, run) if horizontal else (run, 1), np.uint8))
-        bars = cv2.morphologyEx(long_runs, cv2.MORPH_OPEN, np.ones((deep, 1) if horizontal else (1, deep), np.uint8))
+        bars = cv2.morphologyEx(long_runs, cv2.MORPH_OPEN, np.ones((deep, 1) if horizontal else (1, deep), np.uint8),
+                                **outside)
         found.append(cv2.subtract(long_runs, bars))
     return found[0], found[1]
 
@@ -208,8 +212,8 @@ def longest_line(lines: np.ndarray, labels: np.ndarray, count: int, extent: int)
     return longest
 
 
-def remove_frames(mask: np.ndarray) -> Cleaned:
-    """The mask without frame lines, underlines, ruled lines and scanner edges."""
+def remove_frames(mask: np.ndarray, framed_edge: bool = False) -> Cleaned:
+    """The mask without frame lines, underlines, ruled lines and scanner edges (`framed_edge`: line_pixels)."""
     height, width = mask.shape
     components = cv2.connectedComponentsWithStats(mask, connectivity=8)
     count, labels, stats, _ = components
@@ -221,7 +225,7 @@ def remove_frames(mask: np.ndarray) -> Cleaned:
     edge[0] = False
     if count <= 1 or not (edge.any() or long_rows or long_cols):
         return Cleaned(mask, None, components)  # no run is long enough to be a line: nothing to remove
-    horizontal, vertical = line_pixels(mask)
+    horizontal, vertical = line_pixels(mask, framed_edge)
     on_h = np.bincount(labels[horizontal > 0], minlength=count)
     on_v = np.bincount(labels[vertical > 0], minlength=count)
     share = (on_h + on_v) / np.maximum(area, 1)
@@ -256,16 +260,42 @@ def ring_share(mask: np.ndarray, depth: int) -> float:
     return cv2.countNonZero(ring) / ring.size
 
 
+def frame_depth(bright_mask: np.ndarray) -> int:
+    """How deep a frame line can reach into the image: just past LINE_DEPTH of its longer side."""
+    return int(LINE_DEPTH * max(bright_mask.shape)) + 1
+
+
 def plainly_dark_ink(bright_mask: np.ndarray) -> bool | None:
-    """True/False when the image's edge and a ring a little inside it are both almost all bright (dark
-    ink) or all dark (bright ink); None when they are not (a frame, an edge band, a tight crop)."""
+    """True/False when the image's edge, a ring a little inside it and a ring past any frame line are all
+    almost all bright (dark ink) or all dark (bright ink); None when they are not (a frame, perhaps drawn
+    at the very edge; an edge band; a tight crop)."""
     inner = max(2, min(bright_mask.shape) // 20)
     outer, deeper = ring_share(bright_mask, 0), ring_share(bright_mask, inner)
-    if outer >= 0.95 and deeper >= 0.9:
+    depth = frame_depth(bright_mask)
+    deepest = ring_share(bright_mask, depth) if inner < depth and 2 * depth + 1 < min(bright_mask.shape) else deeper
+    if outer >= 0.95 and deeper >= 0.9 and deepest >= 0.9:
         return True
-    if outer <= 0.05 and deeper <= 0.1:
+    if outer <= 0.05 and deeper <= 0.1 and deepest <= 0.1:
         return False
     return None
+
+
+def edge_frame_class(bright_mask: np.ndarray) -> bool | None:
+    """Which class (True: bright) draws a frame on the image's very edge: the edge is mostly that class and,
+    no deeper than a frame line reaches, a ring is all the other class (clean paper inside a box, comb cell
+    or underline cropped to its lines) that does not give way to a clean ring of the edge's class again (a
+    frame inside a margin). A bold digit cropped with a thin margin is not one: the rings inside the margin
+    cross both ink and paper. None when no frame lies on the edge."""
+    edge_bright = ring_share(bright_mask, 0) >= 0.5
+    inside_found = False
+    for depth in range(1, min(frame_depth(bright_mask), (min(bright_mask.shape) - 2) // 2) + 1):
+        share = ring_share(bright_mask, depth)
+        clean_bright, clean_dark = share >= 0.95, share <= 0.05
+        if not inside_found:
+            inside_found = clean_dark if edge_bright else clean_bright
+        elif clean_bright if edge_bright else clean_dark:
+            return None
+    return edge_bright if inside_found else None
 
 
 def ink_is_bright(bright: Cleaned, dark: Cleaned) -> bool:
@@ -433,6 +463,28 @@ def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright
     return Ink(cv2.bitwise_and(stretched, edge), keep)
 
 
+def ink_and_digit(bright_mask: np.ndarray) -> tuple[bool, Cleaned, np.ndarray]:
+    """Which class is ink, that class without frames, and the digit's selected components. A frame along the
+    image's edge is only a hypothesis: when no digit lies inside it (a bold stroke cropped with a thin
+    margin looks the same), the image is judged again without it."""
+    dark_ink = plainly_dark_ink(bright_mask)
+    if dark_ink is not None:
+        chosen = remove_frames(bright_mask if not dark_ink else cv2.bitwise_not(bright_mask))
+        return not dark_ink, chosen, select_digit(chosen)
+    framed = edge_frame_class(bright_mask)
+    while True:
+        bright = remove_frames(bright_mask, framed_edge=framed is True)
+        dark = remove_frames(cv2.bitwise_not(bright_mask), framed_edge=framed is False)
+        is_bright = ink_is_bright(bright, dark)
+        chosen = bright if is_bright else dark
+        try:
+            return is_bright, chosen, select_digit(chosen)
+        except PreprocessError:
+            if framed is None:
+                raise
+            framed = None
+
+
 def find_digit(grey: np.ndarray) -> Ink:
     """Grey image → the digit's ink; PreprocessError when there is no ink, no digit, or several digits."""
     small, scale = analysis_copy(grey)
@@ -442,15 +494,7 @@ def find_digit(grey: np.ndarray) -> Ink:
         raise no_ink()
     light, threshold = light_field(smooth)
     bright_mask = cv2.threshold(level(smooth, light), threshold, 255, cv2.THRESH_BINARY)[1]
-    dark_ink = plainly_dark_ink(bright_mask)
-    if dark_ink is None:
-        bright, dark = remove_frames(bright_mask), remove_frames(cv2.bitwise_not(bright_mask))
-        is_bright = ink_is_bright(bright, dark)
-        chosen = bright if is_bright else dark
-    else:
-        is_bright = not dark_ink
-        chosen = remove_frames(bright_mask if is_bright else cv2.bitwise_not(bright_mask))
-    selected = select_digit(chosen)
+    is_bright, chosen, selected = ink_and_digit(bright_mask)
     ink_class = bright_mask if is_bright else cv2.bitwise_not(bright_mask)
     frames = cv2.subtract(ink_class, chosen.mask)  # frame and edge pixels taken out of the ink class
     return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, frames, scale)

@@ -111,6 +111,28 @@ def test_framed_white_on_black_and_scanner_edge_keep_their_polarity(test_digits)
             assert np.corrcoef(out.ravel(), clean.ravel())[0, 1] > 0.7, index
 
 
+@pytest.mark.parametrize("kind", ["box", "comb", "underline"])
+@pytest.mark.parametrize("dark_ink", [True, False], ids=["dark-ink", "light-ink"])
+def test_form_cell_cropped_to_its_lines_is_read_as_the_clean_digit(test_digits, kind, dark_ink):
+    """A form cell cut out along its own lines: the frame (3 px) lies on the image's very edge, so the border
+    is frame, not paper, and must neither flip the polarity nor stay in the digit."""
+    images, _ = test_digits
+    for index in range(DIGITS):
+        clean = preprocess_bytes(cv2.imencode(".png", images[index])[1].tobytes(), MAX)
+        ink = digit_patch(images[index], 48)
+        height, width = ink.shape
+        cell = np.zeros((height + 16, width + 16), np.float32)
+        cell[8 : 8 + height, 8 : 8 + width] = ink
+        cell[-3:, :] = 1  # underline
+        if kind in ("box", "comb"):
+            cell[:, :3] = cell[:, -3:] = 1
+        if kind == "box":
+            cell[:3, :] = 1
+        image = (235 - cell * 200) if dark_ink else (20 + cell * 200)
+        out = preprocess_bytes(cv2.imencode(".png", image.astype(np.uint8))[1].tobytes(), MAX)
+        assert np.corrcoef(out.ravel(), clean.ravel())[0, 1] > 0.7, index
+
+
 def page_with(draw) -> bytes:
     page = np.full((300, 420), 240, np.uint8)
     draw(page)
