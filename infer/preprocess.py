@@ -16,6 +16,8 @@ Images already in MNIST form (all 70,000 MNIST images) pass through unchanged.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -28,6 +30,7 @@ SUPERSAMPLE = 4  # the digit is drawn at 4× the box, then area-averaged: anti-a
 # Stroke width (infer.ink.stroke_width, in pixels of the 20-px box) of MNIST's training digits: 1.61 at the 5th
 # percentile, 2.42 median, 3.8 at the 95th. Thinner or bolder ink is brought just inside that range.
 MNIST_STROKE = (1.7, 3.6)
+MAX_ENLARGEMENT = 32  # pixel-repetition factors looked for
 
 __all__ = ["SIZE", "PreprocessError", "is_mnist_form", "preprocess_bytes", "to_float", "to_mnist",
            "to_mnist_uint8"]
@@ -112,7 +115,32 @@ def to_mnist_uint8(image: np.ndarray) -> np.ndarray:
         for candidate in (grey, cv2.bitwise_not(grey)):
             if is_mnist_form(candidate):
                 return candidate
-    return centre_in_frame(find_digit(grey))
+    return centre_in_frame(find_digit(smooth_pixel_enlargement(grey)))
+
+
+def pixel_enlargement_factor(grey: np.ndarray) -> int:
+    """f when the image is a thumbnail enlarged by pixel repetition (nearest neighbour: every pixel an f×f
+    block, f ≥ 2), else 1. Rejected at once unless the first two rows and columns repeat."""
+    height, width = grey.shape
+    if min(height, width) < 4 or not (np.array_equal(grey[0], grey[1]) and np.array_equal(grey[:, 0], grey[:, 1])):
+        return 1
+    common = math.gcd(height, width)
+    for factor in sorted((f for f in range(2, min(common, MAX_ENLARGEMENT) + 1) if common % f == 0), reverse=True):
+        blocks = grey.reshape(height // factor, factor, width // factor, factor)
+        if (blocks == blocks[:, :1, :, :1]).all():
+            return factor
+    return 1
+
+
+def smooth_pixel_enlargement(grey: np.ndarray) -> np.ndarray:
+    """A thumbnail enlarged by pixel repetition → the same enlargement done smoothly (bicubic from the
+    thumbnail). The blocks' staircase edges are no part of the digit, and MNIST's digits are anti-aliased:
+    read smoothly, such thumbnails are misread about a third less often (README, style suite)."""
+    factor = pixel_enlargement_factor(grey)
+    if factor == 1:
+        return grey
+    height, width = grey.shape
+    return cv2.resize(grey[::factor, ::factor], (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def to_float(frames: np.ndarray) -> np.ndarray:

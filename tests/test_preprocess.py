@@ -113,3 +113,23 @@ def test_pixel_limit_refuses_large_images(digits):
     with pytest.raises(PreprocessError, match="over the limit of 10000"):
         preprocess_bytes(png.tobytes(), 10_000)
     assert preprocess_bytes(png.tobytes(), 90_000).shape == (28, 28)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5, 8])
+def test_pixel_repetition_is_found_and_smoothed(digits, factor):
+    """A thumbnail enlarged by repeating pixels is read as the same thumbnail enlarged smoothly; any other
+    image (the same enlargement after JPEG, a smooth enlargement) is left as it is."""
+    from infer.preprocess import pixel_enlargement_factor, smooth_pixel_enlargement
+
+    images, _ = digits
+    thumbnail = cv2.resize(images[0], (12, 12), interpolation=cv2.INTER_AREA)
+    blocky = np.kron(thumbnail, np.ones((factor, factor), np.uint8))
+    assert pixel_enlargement_factor(blocky) == factor
+    smooth = smooth_pixel_enlargement(blocky)
+    assert smooth.shape == blocky.shape and pixel_enlargement_factor(smooth) == 1
+    assert np.abs(smooth.astype(int) - blocky).mean() < 20  # the same picture, its staircase edges smoothed
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", blocky, [cv2.IMWRITE_JPEG_QUALITY, 90])[1], cv2.IMREAD_GRAYSCALE)
+    cubic = cv2.resize(thumbnail, blocky.shape[::-1], interpolation=cv2.INTER_CUBIC)
+    # (8×8 blocks are JPEG's own: they survive it exactly, and are still pixel repetition)
+    for other in (cubic, images[1]) + ((jpeg,) if factor != 8 else ()):
+        assert smooth_pixel_enlargement(other) is other
