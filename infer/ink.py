@@ -31,6 +31,8 @@ LINE_SPAN = 0.5  # a frame line runs over at least this share of the image's wid
 LINE_DEPTH = 0.1  # ... and is thinner than this share of the other side
 LINE_SHARE = 0.6  # a component mostly of such line pixels is frame if a line runs over FRAME_SPAN of the picture
 FRAME_SPAN = 0.8
+FRAME_HOLE = 0.5  # a closed frame's hole spans at least this share of the picture both ways ...
+HELD_DIGIT = 0.3  # ... and holds a stroke at least this share of the hole's height: box, not a "0"
 PURE_LINES = 0.9  # a component (almost) only of line pixels is frame: a box, a comb cell, an underline, a rule
 EDGE_SPAN, EDGE_DEPTH = 0.6, 0.2  # a band touching an edge along ≥60% of it, ≤20% deep: a scanner margin
 BORDER_DECISIVE = 0.65  # share of the border one class needs to be called paper
@@ -212,6 +214,56 @@ def longest_line(lines: np.ndarray, labels: np.ndarray, count: int, extent: int)
     return longest
 
 
+def enclosing_frames(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, thin_held: bool) -> np.ndarray:
+    """Per component: a closed frame of any angle or corner (a box scanned askew, rounded, drawn twice): thin,
+    and its hole spans most of the picture and holds a digit-sized stroke of its own. A "0" or a loop holds
+    no other stroke; a digit touching its box is one component with it and is left to the line rules.
+    `thin_held`: while the class may still be paper, what the hole holds must be thin too; else the paper's
+    thin margin around a bold digit cropped tight, holding the digit's loops, would look like a box."""
+    found = np.zeros(len(stats), bool)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return found
+    height, width = mask.shape
+    thin = max(3, int(LINE_DEPTH * min(height, width)) + 1)
+    x, y, w, h = (stats[:, i] for i in range(4))
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+        if parent < 0:
+            continue  # an outer boundary; holes have a parent
+        hx, hy, hw, hh = cv2.boundingRect(contour)
+        if hw < FRAME_HOLE * width or hh < FRAME_HOLE * height:
+            continue
+        px, py = contours[parent][0, 0]
+        owner = labels[py, px]
+        if owner == 0 or found[owner]:
+            continue
+        held = (x >= hx) & (y >= hy) & (x + w <= hx + hw) & (y + h <= hy + hh) & (h >= HELD_DIGIT * hh)
+        held[[0, owner]] = False
+        if thin_held:
+            held &= np.array([bool(is_held) and component_width(labels, stats, i) <= thin
+                              for i, is_held in enumerate(held)])
+        if held.any():
+            found[owner] = component_width(labels, stats, owner) <= thin
+    return found
+
+
+def component_width(labels: np.ndarray, stats: np.ndarray, index: int) -> float:
+    x, y, w, h = stats[index, :4]
+    return stroke_width((labels[y : y + h, x : x + w] == index).astype(np.uint8))
+
+
+def without_closed_frames(cleaned: Cleaned) -> Cleaned:
+    """The ink class, once known, without the closed frames that hold bold digits too."""
+    count, labels, stats, _ = cleaned.components or cv2.connectedComponentsWithStats(cleaned.mask, connectivity=8)
+    frames = enclosing_frames(cleaned.mask, labels, stats, thin_held=False)
+    if count <= 2 or not frames.any():
+        return cleaned
+    frames[0] = False
+    mask = cleaned.mask.copy()
+    mask[frames[labels]] = 0
+    return Cleaned(mask, cleaned.verticals)
+
+
 def remove_frames(mask: np.ndarray, framed_edge: bool = False) -> Cleaned:
     """The mask without frame lines, underlines, ruled lines and scanner edges (`framed_edge`: line_pixels)."""
     height, width = mask.shape
@@ -223,7 +275,10 @@ def remove_frames(mask: np.ndarray, framed_edge: bool = False) -> Cleaned:
     long_rows = cv2.reduce(mask, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max() >= 255 * LINE_SPAN * width
     long_cols = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max() >= 255 * LINE_SPAN * height
     edge[0] = False
-    if count <= 1 or not (edge.any() or long_rows or long_cols):
+    if count <= 1:
+        return Cleaned(mask, None, components)
+    edge |= enclosing_frames(mask, labels, stats, thin_held=True)  # taken out whole, as edge bands are
+    if not (edge.any() or long_rows or long_cols):
         return Cleaned(mask, None, components)  # no run is long enough to be a line: nothing to remove
     horizontal, vertical = line_pixels(mask, framed_edge)
     on_h = np.bincount(labels[horizontal > 0], minlength=count)
@@ -469,14 +524,14 @@ def ink_and_digit(bright_mask: np.ndarray) -> tuple[bool, Cleaned, np.ndarray]:
     margin looks the same), the image is judged again without it."""
     dark_ink = plainly_dark_ink(bright_mask)
     if dark_ink is not None:
-        chosen = remove_frames(bright_mask if not dark_ink else cv2.bitwise_not(bright_mask))
+        chosen = without_closed_frames(remove_frames(bright_mask if not dark_ink else cv2.bitwise_not(bright_mask)))
         return not dark_ink, chosen, select_digit(chosen)
     framed = edge_frame_class(bright_mask)
     while True:
         bright = remove_frames(bright_mask, framed_edge=framed is True)
         dark = remove_frames(cv2.bitwise_not(bright_mask), framed_edge=framed is False)
         is_bright = ink_is_bright(bright, dark)
-        chosen = bright if is_bright else dark
+        chosen = without_closed_frames(bright if is_bright else dark)
         try:
             return is_bright, chosen, select_digit(chosen)
         except PreprocessError:

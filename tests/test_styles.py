@@ -133,6 +133,46 @@ def test_form_cell_cropped_to_its_lines_is_read_as_the_clean_digit(test_digits, 
         assert np.corrcoef(out.ravel(), clean.ravel())[0, 1] > 0.7, index
 
 
+def closed_box(page: np.ndarray, kind: str) -> None:
+    """A dark form box around the page's middle: askew (drawn, then the page turned 4°), rounded, or double."""
+    height, width = page.shape
+    x0, y0, x1, y1 = 8, 8, width - 9, height - 9
+    if kind == "rounded":
+        r = 12
+        for (cx, cy), angle in (((x0 + r, y0 + r), 180), ((x1 - r, y0 + r), 270), ((x1 - r, y1 - r), 0),
+                                ((x0 + r, y1 - r), 90)):
+            cv2.ellipse(page, (cx, cy), (r, r), angle, 0, 90, 40, 2)
+        for p, q in (((x0 + r, y0), (x1 - r, y0)), ((x0 + r, y1), (x1 - r, y1)), ((x0, y0 + r), (x0, y1 - r)),
+                     ((x1, y0 + r), (x1, y1 - r))):
+            cv2.line(page, p, q, 40, 2)
+    else:
+        cv2.rectangle(page, (x0, y0), (x1, y1), 40, 2)
+        if kind == "double":
+            cv2.rectangle(page, (x0 + 5, y0 + 5), (x1 - 5, y1 - 5), 40, 2)
+
+
+@pytest.mark.parametrize("kind", ["askew", "rounded", "double"])
+def test_closed_boxes_of_any_angle_or_corner_are_frames(test_digits, kind):
+    """A box scanned askew, one with rounded corners, and one drawn twice: no straight run spans the picture (or
+    the paper between two lines looks like a line too), yet each is a frame, not part of the digit."""
+    images, _ = test_digits
+    for index in range(DIGITS):
+        clean = preprocess_bytes(cv2.imencode(".png", images[index])[1].tobytes(), MAX)
+        page = np.full((96, 84), 235, np.uint8)
+        ink = digit_patch(images[index], 48)  # clear of the inner box by a few pixels
+        top, left = (96 - ink.shape[0]) // 2, (84 - ink.shape[1]) // 2
+        page[top : top + ink.shape[0], left : left + ink.shape[1]] -= (ink * 200).astype(np.uint8)
+        closed_box(page, kind)
+        if kind == "askew":
+            turn = cv2.getRotationMatrix2D((42, 48), 4, 1.0)
+            page = cv2.warpAffine(page, turn, (84, 96), flags=cv2.INTER_LINEAR, borderValue=235)
+        out = preprocess_bytes(cv2.imencode(".png", page)[1].tobytes(), MAX)
+        if kind == "askew":  # the digit turned with the page: compare with the clean digit turned alike
+            clean = preprocess_bytes(cv2.imencode(".png", cv2.warpAffine(
+                images[index], cv2.getRotationMatrix2D((14, 14), 4, 1.0), (28, 28)))[1].tobytes(), MAX)
+        assert np.corrcoef(out.ravel(), clean.ravel())[0, 1] > 0.7, index
+
+
 def page_with(draw) -> bytes:
     page = np.full((300, 420), 240, np.uint8)
     draw(page)
