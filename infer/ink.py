@@ -214,6 +214,46 @@ def longest_line(lines: np.ndarray, labels: np.ndarray, count: int, extent: int)
     return longest
 
 
+def crossing_rules(labels: np.ndarray, lines: np.ndarray, lines_across: np.ndarray, horizontal: bool,
+                   skip: np.ndarray) -> tuple[np.ndarray, int]:
+    """Pixels of ruled lines that run through a digit: a straight line across FRAME_SPAN of the picture that
+    runs on beyond the rest of its component on both sides (notebook rules, a margin line); and the rules'
+    thickness. A digit's own bar (a 7's, a 4's, a 5's) ends where the digit does on at least one side."""
+    height, width = labels.shape
+    span = width if horizontal else height
+    count, segment_labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    found, thickness = np.zeros_like(lines), 0
+    start, extent = (cv2.CC_STAT_LEFT, cv2.CC_STAT_WIDTH) if horizontal else (cv2.CC_STAT_TOP, cv2.CC_STAT_HEIGHT)
+    beyond = max(2, int(0.05 * span))
+    long_segments = np.flatnonzero(stats[:, extent] >= FRAME_SPAN * span)
+    long_segments = long_segments[long_segments > 0]
+    if not len(long_segments):
+        return found, thickness
+    not_rules = ~np.isin(segment_labels, long_segments) & (lines_across == 0)  # several rules may cross one digit
+    for segment in long_segments:
+        on = segment_labels == segment
+        owner = int(np.bincount(labels[on]).argmax())
+        if owner == 0 or skip[owner]:
+            continue
+        rest = ((labels == owner) & not_rules).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(rest)
+        if w == 0:
+            continue
+        rest_start, rest_end = (x, x + w) if horizontal else (y, y + h)
+        first, last = stats[segment, start], stats[segment, start] + stats[segment, extent]
+        if first <= rest_start - beyond and last >= rest_end + beyond:
+            found[on] = 255
+            thickness = max(thickness, -(-stats[segment, cv2.CC_STAT_AREA] // stats[segment, extent]))
+    return found, thickness
+
+
+def rejoined(cleaned: np.ndarray, removed: np.ndarray, horizontal: bool, thickness: int) -> np.ndarray:
+    """Strokes a removed rule cut, joined again where ink lies directly on both sides of it."""
+    kernel = np.ones((thickness + 2, 1) if horizontal else (1, thickness + 2), np.uint8)
+    closed = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, kernel)
+    return cv2.bitwise_or(cleaned, cv2.bitwise_and(closed, removed))
+
+
 def enclosing_frames(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, thin_held: bool) -> np.ndarray:
     """Per component: a closed frame of any angle or corner (a box scanned askew, rounded, drawn twice): thin,
     and its hole spans most of the picture and holds a digit-sized stroke of its own. A "0" or a loop holds
@@ -290,7 +330,7 @@ def remove_frames(mask: np.ndarray, framed_edge: bool = False) -> Cleaned:
     # its box). A digit drawn with straight strokes (a 7's bar and stem) is mostly lines too, but they are its
     # own size, not the picture's.
     frame = ~edge & ((share >= PURE_LINES) | ((share >= LINE_SHARE) & spans_frame))
-    if not edge.any() and not frame.any():
+    if not edge.any() and not frame.any() and not spans_frame.any():
         return Cleaned(mask, None, components)
     # A component with horizontal lines (box, comb cell, underline, rule; a digit touching its box) loses its
     # line pixels; one that is only a vertical line goes whole, or comes back whole as a "1" when nothing else
@@ -300,6 +340,10 @@ def remove_frames(mask: np.ndarray, framed_edge: bool = False) -> Cleaned:
     cleaned[(edge | vertical_only)[labels]] = 0
     cleaned[(frame & ~vertical_only)[labels] & ((horizontal | vertical) > 0)] = 0
     verticals = vertical_only[labels].astype(np.uint8) * 255 if vertical_only.any() else None
+    for lines, across, is_horizontal in ((horizontal, vertical, True), (vertical, horizontal, False)):
+        rules, thickness = crossing_rules(labels, lines, across, is_horizontal, edge | frame)
+        if thickness:
+            cleaned = rejoined(cv2.subtract(cleaned, rules), rules, is_horizontal, thickness)
     return Cleaned(cleaned, verticals)
 
 
@@ -551,5 +595,6 @@ def find_digit(grey: np.ndarray) -> Ink:
     bright_mask = cv2.threshold(level(smooth, light), threshold, 255, cv2.THRESH_BINARY)[1]
     is_bright, chosen, selected = ink_and_digit(bright_mask)
     ink_class = bright_mask if is_bright else cv2.bitwise_not(bright_mask)
-    frames = cv2.subtract(ink_class, chosen.mask)  # frame and edge pixels taken out of the ink class
+    # Frame and edge pixels taken out of the ink class, and their blurred edges: none joins the digit as faint ink.
+    frames = cv2.dilate(cv2.subtract(ink_class, chosen.mask), np.ones((3, 3), np.uint8))
     return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, frames, scale)
