@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from infer.imageinfo import ImageInfo, read_info
+from infer.imageinfo import PNG_SIGNATURE, ImageInfo, read_info
 
 WORK_SIDE = 1024  # longer side of the working copy: a digit on an A4 page at 300 dpi still spans 15+ px
 # Decoded bytes may be at most 2 × the pixel limit (200 MB by default: a 100 MP grey scan, a 66 MP colour one;
@@ -37,6 +37,10 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     """File contents → uint8 image (grey, grey+alpha, BGR or BGRA), upright, longer side ≤ WORK_SIDE."""
     if not data:
         raise PreprocessError("empty file")
+    if plain_grey_png(data, max_pixels):
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is not None and image.size:
+            return image
     info = read_info(data)
     if info is None:
         raise PreprocessError("not a readable image (corrupt, truncated or not an image file)")
@@ -50,6 +54,16 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     if image is None or image.size == 0:
         raise PreprocessError("not a readable image (corrupt or truncated)")
     return orient(to_uint8(shrink(image), info.maxval), info.orientation)
+
+
+def plain_grey_png(data: bytes, max_pixels: int) -> bool:
+    """An 8-bit grey PNG within the limits and WORK_SIDE, without EXIF: decoded as it is, nothing to refuse,
+    shrink, scale or turn (MNIST's own files). Told from the header here, without the full header reader: this
+    is the common case of a large folder, and the time per image is the throughput there."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x00" or b"eXIf" in data:
+        return False
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return 0 < width <= WORK_SIDE and 0 < height <= WORK_SIDE and width * height <= max_pixels
 
 
 def check_limits(info: ImageInfo, max_pixels: int, reduction: int = 1) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type → channels OpenCV decodes (palette: up to BGRA)
@@ -21,8 +21,7 @@ EXIF_ORIENTATION_TAG = 0x0112
 PILLOW_BYTES_PER_SAMPLE = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(NamedTuple):  # a named tuple: made once per image, three times quicker than a frozen dataclass
     width: int
     height: int
     channels: int  # as OpenCV decodes it with IMREAD_UNCHANGED (at most)

@@ -1,5 +1,7 @@
 """The batch pipeline: a thread pool reads and preprocesses whole batches (OpenCV releases the GIL) while the
 main thread runs the model on the previous ones. Everything streams: a bounded number of batches is in flight.
+Images that prove heavy (scans, photos) are handed from those threads to worker processes (infer.workers), which
+the GIL does not hold back; see Balance.
 
 Stopping (infer.stop): each thread looks at the stop flag between images and leaves the rest of its batch; the
 main thread never waits without a timeout, and after a stop it takes, at most GRACE_SECONDS later, whatever each
@@ -27,6 +29,13 @@ from infer.backends import Classifier
 from infer.options import DEFAULT_MAX_PIXELS
 from infer.preprocess import SIZE, PreprocessError, preprocess_bytes, to_float
 from infer.stop import POLL_SECONDS, StopFlag
+from infer.workers import Workers, picklable
+
+PROBE = 16  # images whose median time shows whether they are heavy
+HEAVY_SECONDS = 0.0005  # per image: MNIST-form PNGs take about 0.07 ms, scans and photos 1.5 to 5 ms
+# Starting the worker processes costs about a second of a core, which the ~1 ms they save per heavy image pays
+# back only over several hundred images: fewer images waiting than this stay with the threads.
+HANDOVER_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -110,20 +119,26 @@ class Preparer:
         self.fill(batch)
         return batch.finished()
 
-    def fill(self, batch: Batch, stop: StopFlag | None = None, after_image: Callable[[], None] | None = None) -> None:
-        """Prepare the batch's images in order, looking at `stop` before each one."""
-        max_bytes = max(64 << 20, 8 * self.max_pixels)
-        for index, path in enumerate(batch.paths):
+    def one(self, path: str) -> tuple[np.ndarray | None, str]:
+        """One file's 28×28 frame, or None and the one-line reason it failed."""
+        try:
+            return preprocess_bytes(self.read(path, max(64 << 20, 8 * self.max_pixels)), self.max_pixels), ""
+        except PreprocessError as exc:
+            return None, str(exc)
+        except OSError as exc:
+            return None, os_reason(exc)
+        except (cv2.error, ValueError, MemoryError) as exc:  # a decoder's own failure on a hostile file
+            return None, f"cannot decode ({type(exc).__name__})"
+
+    def fill(self, batch: Batch, stop: StopFlag | None = None, after_image: Callable[[], None] | None = None,
+             first: int = 0) -> None:
+        """Prepare the batch's images from `first` on, in order, looking at `stop` before each one."""
+        paths = batch.paths
+        for index in range(first, len(paths)):
             if stop is not None and stop.requested:
                 return
-            try:
-                batch.add(index, preprocess_bytes(self.read(path, max_bytes), self.max_pixels))
-            except PreprocessError as exc:
-                batch.add(index, None, str(exc))
-            except OSError as exc:
-                batch.add(index, None, os_reason(exc))
-            except (cv2.error, ValueError, MemoryError) as exc:  # a decoder's own failure on a hostile file
-                batch.add(index, None, f"cannot decode ({type(exc).__name__})")
+            frame, error = self.one(paths[index])
+            batch.add(index, frame, error)
             if after_image is not None:
                 after_image()
 
@@ -144,18 +159,27 @@ def rows_of(prepared: Prepared, classify: Classifier, display: Callable[[str], s
 
 
 class Balance:
-    """How many batches may be preprocessed at once. The model runs on the main thread between batches; while
-    preprocessing takes no more than twice the model's time per batch (MNIST-form PNGs), the model keeps a core
-    of its own and `workers - 1` threads preprocess (two threads of short OpenCV calls contend for the GIL).
-    When preprocessing takes longer (scans take the full path), the model mostly waits, so its core is given
-    to preprocessing too: all `workers` threads run. Measured per batch, so a mixed folder follows its mix."""
+    """Where and how many batches are preprocessed at once. The model runs on the main thread between batches.
 
-    def __init__(self, workers: int) -> None:
+    Light images (MNIST form: a few short OpenCV calls each) are prepared by threads: `workers - 1` of them while
+    the model keeps a core of its own (two threads of short OpenCV calls contend for the GIL). Heavy images
+    (scans, photos: the full path) are handed to worker processes (infer.workers), all `workers` of them, once
+    the last PROBE images show it and enough images wait to pay for starting them (HANDOVER_IMAGES): threads
+    would queue on the GIL there. Without worker
+    processes (a preparer that cannot be sent to one, or a pool that broke), all `workers` threads run while
+    preprocessing takes more than twice the model's time per batch, as the model mostly waits then."""
+
+    def __init__(self, workers: int, processes: Workers | None = None) -> None:
         self.low, self.high = max(1, workers - 1), workers
         self.allowed = self.low
         self.active = 0
         self.changed = threading.Condition()
         self.prepare_seconds = self.classify_seconds = 0.0  # per batch, exponentially weighted
+        self.processes = processes
+        self.heavy = False  # images proved heavy: batches go to the worker processes
+        self.recent: deque[float] = deque(maxlen=PROBE)  # seconds of the last images prepared in threads
+        self.timed = 0  # images timed so far: the decision is taken every PROBE of them
+        self.waiting = 0  # images given to `run` and not yet prepared (those of batches being prepared counted whole)
 
     def run(self, preparer: Preparer, batch: Batch, stop: StopFlag,
             after_image: Callable[[], None] | None = None) -> None:
@@ -163,23 +187,71 @@ class Balance:
             while not self.changed.wait_for(lambda: stop.requested or self.active < self.allowed, POLL_SECONDS):
                 pass
             if stop.requested:
+                self.waiting -= len(batch.paths)
                 return  # not started: the whole batch is left for --resume
             self.active += 1
         start = time.perf_counter()
+        in_processes = False
         try:
-            preparer.fill(batch, stop, after_image)
+            in_processes = self._prepare(preparer, batch, stop, after_image)
         finally:
             elapsed = time.perf_counter() - start
             with self.changed:
                 self.active -= 1
-                self.prepare_seconds = _weighted(self.prepare_seconds, elapsed)
+                self.waiting -= len(batch.paths)
+                if not in_processes:
+                    self.prepare_seconds = _weighted(self.prepare_seconds, elapsed)
                 self.changed.notify_all()
+
+    def _prepare(self, preparer: Preparer, batch: Batch, stop: StopFlag,
+                 after_image: Callable[[], None] | None) -> bool:
+        """Prepare the batch in threads or in the worker processes; True when the workers took part."""
+        processes = self.processes if self.processes is not None and not self.processes.broken else None
+        if processes is not None and self.heavy:
+            processes.fill(preparer, batch, stop, after_image)
+            return True
+        if processes is None:
+            preparer.fill(batch, stop, after_image)
+            return False
+        if self._timed_fill(preparer, batch, stop, after_image):
+            processes.fill(preparer, batch, stop, after_image, first=batch.attempted)
+            return True
+        return False
+
+    def _timed_fill(self, preparer: Preparer, batch: Batch, stop: StopFlag,
+                    after_image: Callable[[], None] | None) -> bool:
+        """Prepare the batch in this thread, image by image, timing each; True (the rest of the batch left to
+        the caller) as soon as the last PROBE images of the run prove heavy. Their median decides, so that the
+        first images of a run (cold caches, lazy initialisation) and a single large file do not."""
+        recent = self.recent
+        for index, path in enumerate(batch.paths):  # Preparer.fill, each image timed
+            if stop.requested:
+                return False
+            start = time.perf_counter()
+            batch.add(index, *preparer.one(path))
+            if after_image is not None:
+                after_image()
+            recent.append(time.perf_counter() - start)
+            self.timed += 1
+            if self.timed % PROBE == 0 and len(recent) == PROBE and sorted(recent)[PROBE // 2] > HEAVY_SECONDS \
+                    and self.waiting - index - 1 >= HANDOVER_IMAGES:
+                with self.changed:
+                    self.heavy = True
+                    self.allowed = self.high
+                    self.changed.notify_all()
+                return True
+        return False
+
+    def given(self, images: int) -> None:
+        with self.changed:
+            self.waiting += images
 
     def classified(self, seconds: float) -> None:
         with self.changed:
             self.classify_seconds = _weighted(self.classify_seconds, seconds)
-            bound = self.prepare_seconds > 2 * self.classify_seconds
-            self.allowed = self.high if bound else self.low
+            bound = self.heavy or self.prepare_seconds > 2 * self.classify_seconds
+            self.allowed = self.high if bound and (self.heavy or self.processes is None or self.processes.broken) \
+                else self.low
             self.changed.notify_all()
 
 
@@ -205,13 +277,15 @@ def take(batch: Batch, future: Future, stop: StopFlag) -> Prepared:
 
 def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int, workers: int,
                      preparer: Preparer, display: Callable[[str], str] = str, stop: StopFlag | None = None,
-                     after_image: Callable[[], None] | None = None) -> Iterator[list[Row]]:
+                     after_image: Callable[[], None] | None = None, processes: bool = True) -> Iterator[list[Row]]:
     """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight;
-    `workers` threads preprocess, as many at once as Balance allows. After `stop` is requested no batch is
-    started, and what the batches in flight finish is yielded (see `take`); then the iterator ends."""
+    `workers` threads (or, for heavy images, `workers` processes: `processes`) preprocess, as many at once as
+    Balance allows. After `stop` is requested no batch is started, and what the batches in flight finish is
+    yielded (see `take`); then the iterator ends."""
     cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV's own threads only contend on tiny images
     stop = StopFlag(parent=stop)  # also set below when the consumer leaves early
-    balance = Balance(workers)
+    spawned = Workers(workers) if processes and picklable(preparer) else None
+    balance = Balance(workers, spawned)
 
     def rows(prepared: Prepared) -> list[Row]:
         start = time.perf_counter()
@@ -224,6 +298,7 @@ def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int
     try:
         for chunk in batched(paths, batch_size):
             batch = Batch(chunk)
+            balance.given(len(chunk))
             pending.append((batch, pool.submit(balance.run, preparer, batch, stop, after_image)))
             if len(pending) > 2 * workers and (done := rows(take(*pending.popleft(), stop))):
                 yield done
@@ -235,5 +310,7 @@ def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int
     finally:
         if pending:  # closed early (an output error, a second signal): threads leave their batches
             stop.request()
-        # Threads still decoding an image finish it and return; nobody waits for them.
+        # Threads still decoding an image finish it and return; nobody waits for them, nor for the workers.
         pool.shutdown(wait=False, cancel_futures=True)
+        if spawned is not None:
+            spawned.close(stopped=stop.requested)

@@ -112,9 +112,11 @@ def to_mnist_uint8(image: np.ndarray) -> np.ndarray:
     """
     grey = to_grey(image)
     if grey.shape == (SIZE, SIZE):
-        for candidate in (grey, cv2.bitwise_not(grey)):
-            if is_mnist_form(candidate):
-                return candidate
+        if is_mnist_form(grey):
+            return grey
+        inverted = cv2.bitwise_not(grey)  # only when needed: MNIST's own files are white on black already
+        if is_mnist_form(inverted):
+            return inverted
     return centre_in_frame(find_digit(smooth_pixel_enlargement(grey)))
 
 

@@ -16,9 +16,7 @@ from infer.discover import Walk, display_path
 from infer.job import JobRecord, input_roots
 from infer.options import InferOptions, ReportOptions, cores
 from infer.pipeline import Preparer, Row, classify_batches
-from infer.review_data import RunFacts
 from infer.stop import PAUSE_IMAGES_ENV, PAUSE_ROWS_ENV, Pause, StopFlag, Stopped, exit_code, stop_signals
-from infer.tta import with_tta
 from infer.uris import Inputs, refuse_uris
 
 
@@ -96,7 +94,7 @@ def classify_paths(paths: list[str], options: InferOptions,
                           output=target.path)
         _run(producer, sink, summary, started, stop, on_batch)
     if options.report is not None:
-        from infer.review import write_report  # the page's modules load only when a page is asked for
+        from infer.review import RunFacts, write_report  # the page's modules load only when a page is asked for
 
         facts = RunFacts("this run", record.model_sha256, f"{options.backend} ({fmt.name})", started_at,
                          datetime.now(timezone.utc), summary.images_per_second, summary.skipped)
@@ -128,7 +126,11 @@ def open_producer(manifest: Manifest, options: InferOptions, paths: list[str], p
     # The model's threads sleep while idle (no spinning), so it can have half the cores even though the
     # preprocessing threads take them all whenever the model waits for them (infer.pipeline.Balance).
     opened = open_model(manifest, options.backend, options.torch_format, options.device, max(1, cores() // 2))
-    classify = with_tta(opened.classify) if options.tta else opened.classify
+    classify = opened.classify
+    if options.tta:
+        from infer.tta import with_tta  # the zoomed views' module loads only when they are asked for
+
+        classify = with_tta(classify)
     preparer = preparer or Preparer(options.max_pixels)
     images = Pause(PAUSE_IMAGES_ENV, stop)
 
