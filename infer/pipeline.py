@@ -277,14 +277,18 @@ def take(batch: Batch, future: Future, stop: StopFlag) -> Prepared:
 
 def classify_batches(paths: Iterable[str], classify: Classifier, batch_size: int, workers: int,
                      preparer: Preparer, display: Callable[[str], str] = str, stop: StopFlag | None = None,
-                     after_image: Callable[[], None] | None = None, processes: bool = True) -> Iterator[list[Row]]:
+                     after_image: Callable[[], None] | None = None,
+                     processes: bool | Workers = True) -> Iterator[list[Row]]:
     """Yield one list of rows per batch, in the order of `paths`, with at most 2×workers batches in flight;
     `workers` threads (or, for heavy images, `workers` processes: `processes`) preprocess, as many at once as
-    Balance allows. After `stop` is requested no batch is started, and what the batches in flight finish is
-    yielded (see `take`); then the iterator ends."""
+    Balance allows (`processes` may also be the Workers to use). After `stop` is requested no batch is started,
+    and what the batches in flight finish is yielded (see `take`); then the iterator ends."""
     cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV's own threads only contend on tiny images
     stop = StopFlag(parent=stop)  # also set below when the consumer leaves early
-    spawned = Workers(workers) if processes and picklable(preparer) else None
+    if isinstance(processes, Workers):
+        spawned: Workers | None = processes
+    else:
+        spawned = Workers(workers) if processes and picklable(preparer) else None
     balance = Balance(workers, spawned)
 
     def rows(prepared: Prepared) -> list[Row]:

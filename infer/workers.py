@@ -60,6 +60,7 @@ class Workers:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self.broken = False
+        self.prepared = 0  # images whose results came back from the workers
 
     def pool(self) -> ProcessPoolExecutor:
         import multiprocessing
@@ -102,6 +103,7 @@ class Workers:
                     if stop.requested:
                         return
                     batch.add(index, frame, error)
+                    self.prepared += 1
                     if after_image is not None:
                         after_image()
         finally:
