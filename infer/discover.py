@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-IMAGE_EXTENSIONS = frozenset(  # what OpenCV decodes (GIF since OpenCV 4.11)
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".gif"}
+IMAGE_EXTENSIONS = frozenset(  # what OpenCV decodes (GIF since 4.11, AVIF in 5); .jfif/.jpe: browsers' JPEG names
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".gif",
+     ".jp2", ".avif"}
 )
 
 

@@ -182,3 +182,24 @@ def test_reader_closing_stdout_early_is_not_a_traceback(artifacts, mnist_pngs):
     stderr = process.stderr.read()
     assert process.wait(timeout=60) == 2  # an output that fails: exit 2, one line (1 means images failed)
     assert "Traceback" not in stderr and "closed by the reader" in stderr and stderr.count("\n") == 1
+
+
+def test_folders_read_the_other_names_and_formats_users_save(artifacts, tmp_path, data_dir):
+    """Browsers save JPEGs as .jfif or .jpe; JPEG 2000 and AVIF are decoded too: in a folder, each is read (not
+    skipped) and reads as the same digit as its PNG."""
+    import cv2
+
+    from trainer.data import load_split
+
+    digit = cv2.resize(255 - load_split(data_dir, train=False).images[0].numpy(), (96, 96))
+    cv2.imwrite(str(tmp_path / "digit.png"), digit)
+    for name, ext in (("digit.jfif", ".jpg"), ("digit.jpe", ".jpg"), ("digit.jp2", ".jp2"), ("digit.avif", ".avif")):
+        ok, data = cv2.imencode(ext, digit)
+        assert ok, ext
+        (tmp_path / name).write_bytes(data.tobytes())
+    out = tmp_path / "out.csv"
+    proc = infer(artifacts, tmp_path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = {os.path.basename(r["path"]): r for r in read_rows(out)}
+    assert sorted(rows) == ["digit.avif", "digit.jfif", "digit.jp2", "digit.jpe", "digit.png"]
+    assert {r["prediction"] for r in rows.values()} == {rows["digit.png"]["prediction"]}
