@@ -31,7 +31,7 @@ from infer.preprocess import SIZE, PreprocessError, preprocess_bytes, to_float
 from infer.stop import POLL_SECONDS, StopFlag
 from infer.workers import Workers, picklable
 
-PROBE = 16  # images whose median time shows whether they are heavy
+PROBE = 16  # images timed together: the median of three such groups shows whether they are heavy
 HEAVY_SECONDS = 0.0005  # per image: MNIST-form PNGs take about 0.07 ms, scans and photos 1.5 to 5 ms
 # Starting the worker processes costs about a second of a core, which the ~1 ms they save per heavy image pays
 # back only over several hundred images: fewer images waiting than this stay with the threads.
@@ -131,10 +131,10 @@ class Preparer:
             return None, f"cannot decode ({type(exc).__name__})"
 
     def fill(self, batch: Batch, stop: StopFlag | None = None, after_image: Callable[[], None] | None = None,
-             first: int = 0) -> None:
-        """Prepare the batch's images from `first` on, in order, looking at `stop` before each one."""
+             first: int = 0, end: int | None = None) -> None:
+        """Prepare the batch's images from `first` on (to `end`), in order, looking at `stop` before each one."""
         paths = batch.paths
-        for index in range(first, len(paths)):
+        for index in range(first, len(paths) if end is None else min(end, len(paths))):
             if stop is not None and stop.requested:
                 return
             frame, error = self.one(paths[index])
@@ -177,8 +177,7 @@ class Balance:
         self.prepare_seconds = self.classify_seconds = 0.0  # per batch, exponentially weighted
         self.processes = processes
         self.heavy = False  # images proved heavy: batches go to the worker processes
-        self.recent: deque[float] = deque(maxlen=PROBE)  # seconds of the last images prepared in threads
-        self.timed = 0  # images timed so far: the decision is taken every PROBE of them
+        self.recent: deque[float] = deque(maxlen=3)  # seconds per image of the last groups prepared in threads
         self.waiting = 0  # images given to `run` and not yet prepared (those of batches being prepared counted whole)
 
     def run(self, preparer: Preparer, batch: Batch, stop: StopFlag,
@@ -220,21 +219,21 @@ class Balance:
 
     def _timed_fill(self, preparer: Preparer, batch: Batch, stop: StopFlag,
                     after_image: Callable[[], None] | None) -> bool:
-        """Prepare the batch in this thread, image by image, timing each; True (the rest of the batch left to
-        the caller) as soon as the last PROBE images of the run prove heavy. Their median decides, so that the
-        first images of a run (cold caches, lazy initialisation) and a single large file do not."""
+        """Prepare the batch in this thread, PROBE images at a time, timing each group; True (the rest of the batch
+        left to the caller) as soon as the run's last three groups prove heavy. Their median decides, so that the
+        first images of a run (cold caches, lazy initialisation) and a single large file do not; timing groups,
+        not images, keeps the probe's own cost off light images."""
         recent = self.recent
-        for index, path in enumerate(batch.paths):  # Preparer.fill, each image timed
+        size = len(batch.paths)
+        for first in range(0, size, PROBE):
             if stop.requested:
                 return False
             start = time.perf_counter()
-            batch.add(index, *preparer.one(path))
-            if after_image is not None:
-                after_image()
-            recent.append(time.perf_counter() - start)
-            self.timed += 1
-            if self.timed % PROBE == 0 and len(recent) == PROBE and sorted(recent)[PROBE // 2] > HEAVY_SECONDS \
-                    and self.waiting - index - 1 >= HANDOVER_IMAGES:
+            preparer.fill(batch, stop, after_image, first=first, end=first + PROBE)
+            recent.append((time.perf_counter() - start) / min(PROBE, size - first))
+            done = min(first + PROBE, size)
+            if len(recent) == recent.maxlen and sorted(recent)[1] > HEAVY_SECONDS \
+                    and self.waiting - done >= HANDOVER_IMAGES:
                 with self.changed:
                     self.heavy = True
                     self.allowed = self.high
