@@ -47,8 +47,8 @@ def main(
     output: str = typer.Option(str(DEFAULTS.output), "--output", "-o", help="CSV to write (a device or FIFO is "
                                "written through); - for stdout."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, help=f"Images per model call (1 to {MAX_BATCH_SIZE})."),
-    workers: int = typer.Option(DEFAULTS.workers, help=f"Threads decoding and preprocessing (1 to "
-                                f"{WORKERS_PER_CORE} per core)."),
+    workers: int = typer.Option(DEFAULTS.workers, help=f"Threads decoding and preprocessing; for "
+                                f"heavy images (scans, photos), as many processes (1 to {WORKERS_PER_CORE} per core)."),
     recursive: bool = typer.Option(DEFAULTS.recursive, help="Walk folders recursively."),
     max_pixels: int = typer.Option(DEFAULTS.max_pixels, help="Refuse images with more pixels (error row); at "
                                    "most 2^40."),
