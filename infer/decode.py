@@ -8,6 +8,8 @@ touches it, so the cost of every later step is bounded by WORK_SIDE, not by the 
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 
@@ -18,7 +20,10 @@ WORK_SIDE = 1024  # longer side of the working copy: a digit on an A4 page at 30
 # a JPEG counts at the size it is decoded, reduced). OpenCV's decoders hold a second full-size buffer while
 # they decode, so this keeps the peak within the decoded size plus 200 MB, and the time within about 2 s.
 BYTES_PER_PIXEL_LIMIT = 2
-JPEG_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+STRIP_ROWS = 256  # rows of a large 16-bit PNG reduced at a time (decoded_in_strips)
+REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+REDUCED_GREY = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 ORIENT = {  # EXIF orientation → operations that show the stored pixels as viewers do
     2: (None, 1), 3: (cv2.ROTATE_180, None), 4: (None, 0), 5: (cv2.ROTATE_90_CLOCKWISE, 0),
     6: (cv2.ROTATE_90_CLOCKWISE, None), 7: (cv2.ROTATE_90_CLOCKWISE, 1), 8: (cv2.ROTATE_90_COUNTERCLOCKWISE, None),
@@ -44,16 +49,50 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     info = read_info(data)
     if info is None:
         raise PreprocessError("not a readable image (corrupt, truncated or not an image file)")
-    factor = jpeg_reduction(info)
-    check_limits(info, max_pixels, factor)
-    flags = JPEG_REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION if factor > 1 else cv2.IMREAD_UNCHANGED
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:  # some hostile headers make the decoder raise rather than return None
-        image = None
+    factor = reduction(info)
+    check_limits(info, max_pixels, factor if info.format == "jpeg" else 1)
+    flags = cv2.IMREAD_UNCHANGED
+    if factor > 1:
+        flags = (REDUCED_GREY if info.channels == 1 else REDUCED_COLOUR)[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    image = decoded_in_strips(data, info)
+    if image is None:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        except cv2.error:  # some hostile headers make the decoder raise rather than return None
+            image = None
     if image is None or image.size == 0:
         raise PreprocessError("not a readable image (corrupt or truncated)")
     return orient(to_uint8(shrink(image), info.maxval), info.orientation)
+
+
+def decoded_in_strips(data: bytes, info: ImageInfo) -> np.ndarray | None:
+    """A large 16-bit grey PNG, decoded by Pillow into one buffer and area-reduced a strip at a time: the same
+    pixels as `shrink` of OpenCV's decode (tested), without OpenCV's second full-size buffer (a 10000×10000 page:
+    about 120 MB less at the peak). None for any other image, or when Pillow cannot: OpenCV decodes it then."""
+    longer = max(info.width, info.height)
+    if info.format != "png" or info.bytes_per_sample != 2 or info.channels != 1 or longer < 2 * WORK_SIDE:
+        return None
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # the header was checked against digits-infer's own limits already
+    factor = -(-longer // WORK_SIDE)
+    width, height = info.width - info.width % factor, info.height - info.height % factor
+    strip = factor * max(1, STRIP_ROWS // factor)
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            if picture.mode not in ("I;16", "I;16B") or width == 0 or height == 0:
+                return None
+            picture.load()
+            order = "<u2" if picture.mode == "I;16" else ">u2"
+            rows = []
+            for top in range(0, height, strip):
+                rows_here = min(strip, height - top)
+                pixels = np.frombuffer(picture.crop((0, top, width, top + rows_here)).tobytes(), order)
+                rows.append(cv2.resize(pixels.reshape(rows_here, width).astype(np.uint16, copy=False),
+                                       (width // factor, rows_here // factor), interpolation=cv2.INTER_AREA))
+    except (OSError, ValueError, SyntaxError):  # Pillow's errors for a damaged file: OpenCV tries it then
+        return None
+    return np.ascontiguousarray(np.vstack(rows), dtype=np.uint16)
 
 
 def plain_grey_png(data: bytes, max_pixels: int) -> bool:
@@ -80,14 +119,24 @@ def check_limits(info: ImageInfo, max_pixels: int, reduction: int = 1) -> None:
                               f"{decoded_limit(max_pixels) / 1e6:,.0f} MB")
 
 
-def jpeg_reduction(info: ImageInfo) -> int:
-    """1, 2, 4 or 8: the largest JPEG DCT scaling that keeps the longer side at or above WORK_SIDE."""
-    if info.format != "jpeg":
+def reduction(info: ImageInfo) -> int:
+    """1, 2, 4 or 8: the scale a large image is decoded at (`IMREAD_REDUCED_*`).
+
+    A JPEG: the largest DCT scaling that keeps the longer side at or above WORK_SIDE (far quicker and smaller).
+    An 8-bit PNG without alpha: OpenCV still decodes it whole, but keeps only the reduced copy, which halves
+    the peak memory of a 10000×10000 page; the scale whose working copy (after `shrink`) is largest, the
+    coarsest among equals. Other images (alpha, 16 bits, other formats) keep every channel and bit: decoded as
+    they are, then shrunk."""
+    longer = max(info.width, info.height)
+    if info.format == "jpeg":
+        factor = 1
+        while factor < 8 and longer // (2 * factor) >= WORK_SIDE:
+            factor *= 2
+        return factor
+    if info.format != "png" or info.bytes_per_sample != 1 or info.channels not in (1, 3) or longer < 2 * WORK_SIDE:
         return 1
-    factor = 1
-    while factor < 8 and max(info.width, info.height) // (2 * factor) >= WORK_SIDE:
-        factor *= 2
-    return factor
+    working = {f: (longer // f) // -(-(longer // f) // WORK_SIDE) for f in (1, 2, 4, 8)}
+    return max(working, key=lambda f: (working[f], f))
 
 
 def shrink(image: np.ndarray) -> np.ndarray:

@@ -133,3 +133,24 @@ def test_pixel_repetition_is_found_and_smoothed(digits, factor):
     # (8×8 blocks are JPEG's own: they survive it exactly, and are still pixel repetition)
     for other in (cubic, images[1]) + ((jpeg,) if factor != 8 else ()):
         assert smooth_pixel_enlargement(other) is other
+
+
+def test_large_16_bit_png_is_reduced_in_strips_exactly_as_a_whole_decode(digits):
+    """A large 16-bit grey PNG is decoded by Pillow and area-reduced a strip at a time (no second full-size
+    buffer): the pixels are exactly those of OpenCV's whole decode shrunk; other images are not taken this way."""
+    from infer.decode import WORK_SIDE, decoded_in_strips, shrink
+    from infer.imageinfo import read_info
+
+    images, _ = digits
+    page = np.full((2300, 2111), 52000, np.uint16)
+    page[300:2000, 200:1900] -= (cv2.resize(images[0], (1700, 1700)).astype(np.uint16) * 180)
+    page += np.arange(2111, dtype=np.uint16)[None, :]  # light that varies across the page
+    data = cv2.imencode(".png", page)[1].tobytes()
+    strips = decoded_in_strips(data, read_info(data))
+    whole = shrink(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    assert strips is not None and strips.dtype == np.uint16 and max(strips.shape) <= WORK_SIDE
+    np.testing.assert_array_equal(strips, whole)
+    eight_bit = cv2.imencode(".png", (page >> 8).astype(np.uint8))[1].tobytes()
+    assert decoded_in_strips(eight_bit, read_info(eight_bit)) is None
+    small = cv2.imencode(".png", page[:900, :900])[1].tobytes()
+    assert decoded_in_strips(small, read_info(small)) is None
