@@ -7,7 +7,7 @@ import torch
 
 from bench.arith import growth, pipeline_limit, rate, ratio
 from bench.run import main
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def test_pipeline_limit_is_the_harmonic_combination():
@@ -119,3 +119,25 @@ def test_data_parallel_bench_runs_torchrun_and_reports(data_dir, capsys):
     assert row["steps_per_epoch"] == 16 and row["vs_one_process"] == pytest.approx(1.0 / row["epoch_s"])
     show_data_parallel(Console(width=400), row)
     assert "2 processes (gloo, torchrun)" in capsys.readouterr().out
+
+
+def test_more_styles_writes_every_kind_and_digits_infer_reads_them(artifacts, data_dir, tmp_path):
+    """bench/more_styles.py: every kind is written as real files with labels, and each file is read as a digit
+    (a prediction or a one-line error row, never a traceback), one row per image."""
+    import csv
+
+    from bench.more_styles import KINDS, write_more_styles
+    from bench.styles import accuracy_by_style
+
+    folder = tmp_path / "more"
+    write_more_styles(data_dir, folder, per_kind=2)
+    with (folder / "labels.csv").open(newline="") as f:
+        labels = list(csv.DictReader(f))
+    assert sorted({r["style"] for r in labels}) == sorted(KINDS) and len(labels) == 2 * len(KINDS)
+    assert all((folder / r["file"]).stat().st_size > 0 for r in labels)
+    out = tmp_path / "more.csv"
+    proc = run_cli("digits-infer", folder, "--model-dir", artifacts, "-o", out, "--quiet")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    table = accuracy_by_style(out, folder / "labels.csv")
+    assert table["all"]["images"] == len(labels)
+    assert all("not a readable image" not in row.get("error", "") for row in csv.DictReader(out.open()))
