@@ -12,7 +12,6 @@ writes the images with labels.csv (file,label,style), runs digits-infer on them 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import subprocess
 import sys
@@ -22,8 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bench.styles import accuracy_by_style, coverage, digit_patch, ink_crop, lighting, paper
-from trainer.data import load_split
+from bench.styles import accuracy_by_style, coverage, digit_patch, ink_crop, lighting, paper, write_suite
 
 EXIF_ORIENTATION = 0x0112
 # Stored pixels = this transpose of the upright picture; viewers undo it by the EXIF orientation.
@@ -388,27 +386,7 @@ KINDS = {
 def write_more_styles(data_dir: Path, folder: Path, per_kind: int, seed: int = 4242) -> None:
     """`per_kind` images of every kind with labels.csv (file,label,style), from test digits 5000 on (each kind
     its own); kept when labels.csv is already there."""
-    labels_csv = folder / "labels.csv"
-    if labels_csv.exists():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    test = load_split(data_dir, train=False)
-    images, labels = test.images.numpy(), test.labels.tolist()
-    rows = []
-    for number, (kind, make) in enumerate(KINDS.items()):
-        rng = np.random.default_rng([seed, number])
-        for i in range(per_kind):
-            index = (5000 + number * per_kind + i) % len(labels)
-            data, suffix = make(images[index], rng)
-            name = f"{kind}_{i:04d}{suffix}"
-            (folder / name).write_bytes(data)
-            rows.append((name, labels[index], kind))
-    tmp = labels_csv.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["file", "label", "style"])
-        writer.writerows(rows)
-    tmp.replace(labels_csv)
+    write_suite(data_dir, folder, KINDS, per_kind, seed, first_digit=5000)
 
 
 def main() -> None:

@@ -239,6 +239,21 @@ def write_styles(data_dir: Path, folder: Path, per_style: int, seed: int = 2026)
     """Write `per_style` images of every style into `folder` with labels.csv (file,label,style); kept when a
     labels.csv is already there. Each style draws its own test digits, so no digit appears in two styles
     while per_style × styles ≤ 10,000."""
+
+    def encoded(make: Callable) -> Callable:
+        def make_file(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+            image, ext = make(digit, rng)
+            return encode(image, ext, rng), ext
+        return make_file
+
+    return write_suite(data_dir, folder, {style: encoded(make) for style, make in STYLES.items()}, per_style, seed)
+
+
+def write_suite(data_dir: Path, folder: Path, makers: dict[str, Callable], per_style: int, seed: int,
+                first_digit: int = 0) -> list[tuple[str, int, str]]:
+    """Files made by `makers` (style → (digit, rng) → (file bytes, suffix)), `per_style` each, from MNIST test
+    digits `first_digit` on, each style its own; with labels.csv (file,label,style). Kept when labels.csv is
+    already there (written last, atomically, so a half-written folder is made again)."""
     labels_csv = folder / "labels.csv"
     if labels_csv.exists():
         with labels_csv.open(newline="") as f:
@@ -247,13 +262,13 @@ def write_styles(data_dir: Path, folder: Path, per_style: int, seed: int = 2026)
     test = load_split(data_dir, train=False)
     images, labels = test.images.numpy(), test.labels.tolist()
     rows = []
-    for number, (style, make) in enumerate(STYLES.items()):
+    for number, (style, make) in enumerate(makers.items()):
         rng = np.random.default_rng([seed, number])
         for i in range(per_style):
-            index = (number * per_style + i) % len(labels)
-            image, ext = make(images[index], rng)
-            name = f"{style}_{i:04d}{ext}"
-            (folder / name).write_bytes(encode(image, ext, rng))
+            index = (first_digit + number * per_style + i) % len(labels)
+            data, suffix = make(images[index], rng)
+            name = f"{style}_{i:04d}{suffix}"
+            (folder / name).write_bytes(data)
             rows.append((name, labels[index], style))
     tmp = labels_csv.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
