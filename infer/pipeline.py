@@ -164,8 +164,8 @@ class Balance:
     Light images (MNIST form: a few short OpenCV calls each) are prepared by threads: `workers - 1` of them while
     the model keeps a core of its own (two threads of short OpenCV calls contend for the GIL). Heavy images
     (scans, photos: the full path) are handed to worker processes (infer.workers), all `workers` of them, once
-    the last PROBE images show it and enough images wait to pay for starting them (HANDOVER_IMAGES): threads
-    would queue on the GIL there. Without worker
+    three groups of PROBE images show it and enough images wait to pay for starting them (HANDOVER_IMAGES):
+    threads would queue on the GIL there. Threads go on preparing while the workers start. Without worker
     processes (a preparer that cannot be sent to one, or a pool that broke), all `workers` threads run while
     preprocessing takes more than twice the model's time per batch, as the model mostly waits then."""
 
@@ -206,23 +206,21 @@ class Balance:
                  after_image: Callable[[], None] | None) -> bool:
         """Prepare the batch in threads or in the worker processes; True when the workers took part."""
         processes = self.processes if self.processes is not None and not self.processes.broken else None
-        if processes is not None and self.heavy:
+        if processes is not None and self.heavy and processes.ready():
             processes.fill(preparer, batch, stop, after_image)
             return True
-        if processes is None:
+        if processes is None or self.heavy:  # no workers, or they are still starting: threads go on
             preparer.fill(batch, stop, after_image)
             return False
-        if self._timed_fill(preparer, batch, stop, after_image):
-            processes.fill(preparer, batch, stop, after_image, first=batch.attempted)
-            return True
+        self._timed_fill(preparer, batch, stop, after_image, processes)
         return False
 
     def _timed_fill(self, preparer: Preparer, batch: Batch, stop: StopFlag,
-                    after_image: Callable[[], None] | None) -> bool:
-        """Prepare the batch in this thread, PROBE images at a time, timing each group; True (the rest of the batch
-        left to the caller) as soon as the run's last three groups prove heavy. Their median decides, so that the
-        first images of a run (cold caches, lazy initialisation) and a single large file do not; timing groups,
-        not images, keeps the probe's own cost off light images."""
+                    after_image: Callable[[], None] | None, processes: Workers) -> None:
+        """Prepare the batch in this thread, PROBE images at a time, timing each group; once the run's last three
+        groups prove heavy, start the worker processes (later batches go to them once they answer). The median
+        decides, so that the first images of a run (cold caches, lazy initialisation) and a single large file do
+        not; timing groups, not images, keeps the probe's own cost off light images."""
         recent = self.recent
         size = len(batch.paths)
         for first in range(0, size, PROBE):
@@ -234,12 +232,13 @@ class Balance:
             done = min(first + PROBE, size)
             if len(recent) == recent.maxlen and sorted(recent)[1] > HEAVY_SECONDS \
                     and self.waiting - done >= HANDOVER_IMAGES:
+                processes.start()
                 with self.changed:
                     self.heavy = True
                     self.allowed = self.high
                     self.changed.notify_all()
-                return True
-        return False
+                preparer.fill(batch, stop, after_image, first=done)
+                return
 
     def given(self, images: int) -> None:
         with self.changed:

@@ -61,6 +61,8 @@ class Workers:
         self._lock = threading.Lock()
         self.broken = False
         self.prepared = 0  # images whose results came back from the workers
+        self._warm: list[Future] | None = None  # one warm-up task per worker: done once all have started
+        self._start_lock = threading.Lock()
 
     def pool(self) -> ProcessPoolExecutor:
         import multiprocessing
@@ -71,6 +73,30 @@ class Workers:
                 self._pool = ProcessPoolExecutor(self.count, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=_start_worker, initargs=(os.getpid(),))
             return self._pool
+
+    def start(self) -> None:
+        """Start the workers without waiting for them (threads go on preparing meanwhile): a warm-up task per
+        worker, so that all of them spawn now."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        with self._start_lock:
+            if self._warm is not None or self.broken:
+                return
+            try:
+                pool = self.pool()
+                self._warm = [pool.submit(os.getpid) for _ in range(self.count)]
+            except (BrokenProcessPool, RuntimeError):
+                self.broken = True
+
+    def ready(self) -> bool:
+        """Whether every worker has started; one that could not start breaks the pool (threads carry on)."""
+        warm = self._warm
+        if warm is None or not all(future.done() for future in warm):
+            return False
+        if any(future.cancelled() or future.exception() is not None for future in warm):
+            self.broken = True
+            return False
+        return True
 
     def fill(self, preparer: Preparer, batch: Batch, stop: StopFlag,
              after_image: Callable[[], None] | None = None, first: int = 0) -> None:

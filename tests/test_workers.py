@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,10 @@ def test_worker_processes_give_the_rows_threads_give(artifacts, heavy_folder):
     assert len(paths) > HANDOVER_IMAGES
     classify = open_onnx(artifacts / "digit.onnx", "cpu", 1).classify
     workers = Workers(2)
+    workers.start()  # started before the run (a run starts them once images prove heavy, and goes on meanwhile)
+    while not workers.ready():  # a condition, not a timer: the workers answer their warm-up task
+        assert not workers.broken
+        time.sleep(0.05)
     in_processes = [row for rows in classify_batches(paths, classify, 256, 2, Preparer(), processes=workers)
                     for row in rows]
     in_threads = [row for rows in classify_batches(paths, classify, 256, 2, Preparer(), processes=False)
