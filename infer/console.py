@@ -24,11 +24,12 @@ from infer.options import (
 from infer.run import Interrupted, Summary, classify_paths
 
 
-def loaded_error(module: str, name: str) -> type[Exception] | tuple[()]:
-    """The exception class `name` of `module` if that module is loaded, else () (catches nothing): the Ray
-    engine and the review page are imported only when a run uses them, and one not imported cannot raise."""
+def loaded_error(module: str, name: str) -> tuple[type[Exception], ...]:
+    """The exception class `name` of `module` if that module is loaded, else none (an except that catches
+    nothing): the Ray engine and the review page are imported only when a run uses them, and one not imported
+    cannot raise."""
     loaded = sys.modules.get(module)
-    return getattr(loaded, name) if loaded is not None else ()
+    return (getattr(loaded, name),) if loaded is not None else ()
 
 
 def describe(summary: Summary) -> str:
@@ -74,10 +75,8 @@ def run_with_progress(paths: list[str], options: InferOptions, quiet: bool = Fal
     except DeviceError as exc:
         say(f"digits-infer: error: --device {options.device}: {exc}")
         return EXIT_USAGE
-    except (ArtifactError, OutputError, MissingExtra, OptionError) as exc:
-        say(f"digits-infer: error: {exc}")
-        return EXIT_USAGE
-    except loaded_error("infer.ray_engine", "EngineError") as exc:
+    except (ArtifactError, OutputError, MissingExtra, OptionError, *loaded_error("infer.ray_engine", "EngineError")) \
+            as exc:
         say(f"digits-infer: error: {exc}")
         return EXIT_USAGE
     except loaded_error("infer.review_data", "ReportError") as exc:  # the CSV is complete; only the page failed

@@ -280,8 +280,8 @@ def enclosing_frames(mask: np.ndarray, labels: np.ndarray, stats: np.ndarray, th
         held = (x >= hx) & (y >= hy) & (x + w <= hx + hw) & (y + h <= hy + hh) & (h >= HELD_DIGIT * hh)
         held[[0, owner]] = False
         if thin_held:
-            held &= np.array([bool(is_held) and component_width(labels, stats, i) <= thin
-                              for i, is_held in enumerate(held)])
+            for index in np.flatnonzero(held):
+                held[index] = component_width(labels, stats, index) <= thin
         if held.any():
             found[owner] = component_width(labels, stats, owner) <= thin
     return found
@@ -295,8 +295,10 @@ def component_width(labels: np.ndarray, stats: np.ndarray, index: int) -> float:
 def without_closed_frames(cleaned: Cleaned) -> Cleaned:
     """The ink class, once known, without the closed frames that hold bold digits too."""
     count, labels, stats, _ = cleaned.components or cv2.connectedComponentsWithStats(cleaned.mask, connectivity=8)
+    if count <= 2:  # a frame needs something inside it
+        return cleaned
     frames = enclosing_frames(cleaned.mask, labels, stats, thin_held=False)
-    if count <= 2 or not frames.any():
+    if not frames.any():
         return cleaned
     frames[0] = False
     mask = cleaned.mask.copy()

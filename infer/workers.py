@@ -53,7 +53,7 @@ def picklable(preparer: Preparer) -> bool:
 
 
 class Workers:
-    """The worker processes of one run, started on first use (spawning costs about half a second of a core)."""
+    """The worker processes of one run, started by `start` (spawning costs about half a second of a core)."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -99,20 +99,20 @@ class Workers:
         return True
 
     def fill(self, preparer: Preparer, batch: Batch, stop: StopFlag,
-             after_image: Callable[[], None] | None = None, first: int = 0) -> None:
-        """Prepare the batch's images from `first` on in the workers, taking the results back in order (see the
+             after_image: Callable[[], None] | None = None) -> None:
+        """Prepare the batch's images in the workers, taking the results back in order (see the
         module)."""
-        if first >= len(batch.paths):
+        if not batch.paths:
             return
         from concurrent.futures.process import BrokenProcessPool
 
         pool = self.pool()
-        starts = range(first, len(batch.paths), CHUNK)
+        starts = range(0, len(batch.paths), CHUNK)
         try:
             futures = [pool.submit(prepare_chunk, preparer, batch.paths[start : start + CHUNK]) for start in starts]
         except (BrokenProcessPool, RuntimeError):  # broken, or shut down by a run that is ending
             self.broken = True
-            preparer.fill(batch, stop, after_image, first=first)
+            preparer.fill(batch, stop, after_image)
             return
         finally:
             del pool  # only `close` keeps the pool: once it is closed, its queues can be collected

@@ -105,4 +105,7 @@ def test_a_signal_while_workers_prepare_ends_them_with_the_run(artifacts, heavy_
     assert not [pid for pid in workers if alive(pid)]
     rows = read_complete_rows(partial_path(out).read_text(encoding="utf-8"))
     assert 600 <= len(rows) < 700
-    assert [r[0] for r in rows] == image_paths(heavy_folder)[: len(rows)]
+    # Walk order, each file once; batches in flight at the stop keep what they finished (the rest is for
+    # --resume), so a batch stopped part-way may be followed by a later one that had finished.
+    written = [r[0] for r in rows]
+    assert written == sorted(set(written)) and set(written) <= set(image_paths(heavy_folder))
