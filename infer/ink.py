@@ -4,7 +4,9 @@ speck or dust, and whether exactly one digit is there.
 Every decision comes from measurements of the image itself (extents, stroke widths, shares of the border),
 not from fixed pixel sizes, so it holds from a 28-px thumbnail to a 1000-px page:
 - Light: the image less a median far wider than any stroke, kept only when that separates ink from paper
-  better (a bold digit that fills its frame is left alone).
+  better (a bold digit that fills its frame is left alone). Photographed pages whose "ink" came out as paper
+  (a sheet on a desk, a shadow across the page) are read again against paper found by filling every dark
+  region that does not reach the picture's border.
 - Frames: long, thin, straight runs that make up most of their component (box, comb cell, underline, ruled
   line), and bands along an image edge (scanner margins), are not ink.
 - Polarity: paper is what the border of the picture shows once frames are set aside; a border that is half
@@ -27,6 +29,8 @@ from infer.decode import PreprocessError
 ANALYSIS_SIDE = 256
 MIN_CONTRAST = 12  # grey levels between the darkest and brightest smoothed pixel below which nothing is there
 LIGHT_GAIN = 0.05  # levelling the light must raise Otsu's separability by this much to be used
+PAPER_BREADTH = 5.0  # "ink" this many pen widths broad is as wide as a digit is tall: paper or shade, not a stroke
+DIGIT_SLIMNESS = 0.3  # a digit is over 1/0.3 of its pen widths tall; broader is a blob (the hole of a blurred 8)
 LINE_SPAN = 0.5  # a frame line runs over at least this share of the image's width or height
 LINE_DEPTH = 0.1  # ... and is thinner than this share of the other side
 LINE_SHARE = 0.6  # a component mostly of such line pixels is frame if a line runs over FRAME_SPAN of the picture
@@ -135,18 +139,56 @@ def light_field(smooth: np.ndarray) -> tuple[np.ndarray | None, float]:
     away does not separate ink from paper clearly better (even light; a bold digit that fills its frame);
     with Otsu's threshold of the image that is kept."""
     threshold, plain = separability(smooth)
+    small = unevenly_lit_copy(smooth)
+    if small is None:
+        return None, threshold
+    k = max(5, int(0.4 * min(small.shape)) | 1)
+    light = cv2.resize(cv2.medianBlur(small, k), smooth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    levelled_threshold, levelled = separability(level(smooth, light))
+    return (light, levelled_threshold) if levelled > plain + LIGHT_GAIN else (None, threshold)
+
+
+def unevenly_lit_copy(smooth: np.ndarray) -> np.ndarray | None:
+    """The image at 64 px on its longer side, where the light is estimated; None when it is evenly lit (or
+    too small to tell)."""
     height, width = smooth.shape
     if min(height, width) < 24:
-        return None, threshold
+        return None
     factor = max(height, width) / 64
     small = cv2.resize(smooth, (max(8, round(width / factor)), max(8, round(height / factor))),
                        interpolation=cv2.INTER_AREA)
-    if evenly_lit(small):
-        return None, threshold
-    k = max(5, int(0.4 * min(small.shape)) | 1)
-    light = cv2.resize(cv2.medianBlur(small, k), (width, height), interpolation=cv2.INTER_LINEAR)
-    levelled_threshold, levelled = separability(level(smooth, light))
-    return (light, levelled_threshold) if levelled > plain + LIGHT_GAIN else (None, threshold)
+    return None if evenly_lit(small) else small
+
+
+def paper_under_dark_ink(smooth: np.ndarray) -> np.ndarray:
+    """The paper's level beneath dark ink: every dark region that does not reach the picture's border is
+    filled up to the level around it. A shadow or the desk reaches the border and stays; pen strokes are
+    filled, whatever their width."""
+    return filled_holes(smooth)
+
+
+def filled_holes(image: np.ndarray) -> np.ndarray:
+    """Grey-scale hole filling: each pixel raised to the lowest level of a path from it to the border that
+    it must climb over (reconstruction by erosion from the border). Iterated from the same fill of a
+    block-max copy at most 32 px wide, which lies above the answer and near it, so few full-size passes remain."""
+    height, width = image.shape
+    block = -(-max(height, width) // 32)
+    if block > 1:
+        rows, cols = -(-height // block), -(-width // block)
+        padded = cv2.copyMakeBorder(image, 0, rows * block - height, 0, cols * block - width, cv2.BORDER_REPLICATE)
+        pooled = padded.reshape(rows, block, cols, block).max(axis=(1, 3))
+        filled = np.repeat(np.repeat(filled_holes(pooled), block, 0), block, 1)[:height, :width]
+        filled = cv2.max(filled, image)
+    else:
+        filled = np.full_like(image, 255)
+    filled[0, :], filled[-1, :], filled[:, 0], filled[:, -1] = image[0, :], image[-1, :], image[:, 0], image[:, -1]
+    cross = np.ones((3, 3), np.uint8)
+    for _ in range(image.size):  # converges within the longest path to the border; bounded all the same
+        lower = cv2.max(cv2.erode(filled, cross), image)
+        if np.array_equal(lower, filled):
+            break
+        filled = lower
+    return filled
 
 
 def evenly_lit(small: np.ndarray) -> bool:
@@ -159,9 +201,12 @@ def evenly_lit(small: np.ndarray) -> bool:
     return min(np.ptp(brightest), np.ptp(darkest)) <= 0.1 * contrast
 
 
-def level(image: np.ndarray, light: np.ndarray | None) -> np.ndarray:
-    """The image less the light field, around mid-grey."""
-    return image if light is None else cv2.addWeighted(image, 1.0, light, -1.0, 128.0)
+def level(image: np.ndarray, light: np.ndarray | None, shade: bool = False) -> np.ndarray:
+    """The image less the light field, around mid-grey; with `shade`, divided by it (paper at 128): a shadow
+    dims ink and paper alike, so ink keeps its depth in the shade."""
+    if light is None:
+        return image
+    return cv2.divide(image, light, scale=128.0) if shade else cv2.addWeighted(image, 1.0, light, -1.0, 128.0)
 
 
 def analysis_copy(grey: np.ndarray) -> tuple[np.ndarray, float]:
@@ -511,7 +556,7 @@ def box_of(stats: np.ndarray, indices: list[int]) -> tuple[int, int, int, int]:
 
 
 def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright: bool,
-            selected: np.ndarray, frames: np.ndarray, scale: float) -> Ink:
+            selected: np.ndarray, frames: np.ndarray, scale: float, shade: bool = False) -> Ink:
     """The selected ink at the working resolution: its mask and its coverage (paper 0, stroke cores 255).
 
     Thresholded again at this resolution, so fine strokes keep their detail, with hysteresis: fainter ink
@@ -538,7 +583,7 @@ def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright
     if light is not None:
         light = light[ay0:ay1, ax0:ax1]
         light = light if scale == 1.0 else cv2.resize(light, size, interpolation=cv2.INTER_LINEAR)
-    levelled = level(grey[y0:y1, x0:x1], light)
+    levelled = level(grey[y0:y1, x0:x1], light, shade)
     if not bright:
         levelled, threshold = cv2.bitwise_not(levelled), 255 - threshold
     strong = cv2.threshold(levelled, threshold, 255, cv2.THRESH_BINARY)[1]
@@ -589,6 +634,54 @@ def ink_and_digit(bright_mask: np.ndarray) -> tuple[bool, Cleaned, np.ndarray]:
             framed = None
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One reading of the analysis copy: the light taken away, the threshold, which class is ink, that class
+    without frames, and the digit's components."""
+
+    light: np.ndarray | None
+    threshold: float
+    bright_mask: np.ndarray
+    is_bright: bool
+    chosen: Cleaned
+    selected: np.ndarray
+    shade: bool = False  # light divided out, not subtracted (infer.ink.level)
+
+
+def read_ink(smooth: np.ndarray, light: np.ndarray | None, threshold: float, shade: bool = False) -> Reading:
+    bright_mask = cv2.threshold(level(smooth, light, shade), threshold, 255, cv2.THRESH_BINARY)[1]
+    return Reading(light, threshold, bright_mask, *ink_and_digit(bright_mask), shade)
+
+
+def paper_was_read(smooth: np.ndarray, plain: Reading) -> Reading | None:
+    """The digit read as dark ink against the paper found by hole filling, when the plain reading took paper
+    for ink: a sheet lying on a darker desk, or the shaded part of a page. Taken only when that reading is dark
+    ink clearly darker than its paper, does not share the plain reading's ink, is drawn with a pen at least
+    PAPER_BREADTH times thinner than the plain "ink", and is a digit rather than a blob. None otherwise: the
+    plain reading stands."""
+    breadth = stroke_width(plain.selected)
+    if breadth < PAPER_BREADTH:  # no pen is thinner than a pixel
+        return None
+    paper = paper_under_dark_ink(smooth)
+    levelled = level(smooth, paper, shade=True)
+    threshold, _ = separability(levelled)
+    try:
+        reading = read_ink(smooth, paper, threshold, shade=True)
+    except PreprocessError:
+        return None
+    if reading.is_bright or cv2.mean(cv2.subtract(paper, smooth), mask=reading.selected)[0] < MIN_CONTRAST:
+        return None  # light ink, or "ink" hardly darker than its paper: noise on a flat page
+    shared = cv2.countNonZero(cv2.bitwise_and(reading.selected, plain.selected))
+    if shared >= 0.5 * cv2.countNonZero(cv2.bitwise_or(reading.selected, plain.selected)):
+        return None  # the same ink: the plain reading was right
+    pen = stroke_width(reading.selected)
+    if breadth < PAPER_BREADTH * pen:
+        return None
+    if pen > DIGIT_SLIMNESS * max(cv2.boundingRect(reading.selected)[2:]):
+        return None
+    return reading
+
+
 def find_digit(grey: np.ndarray) -> Ink:
     """Grey image → the digit's ink; PreprocessError when there is no ink, no digit, or several digits."""
     small, scale = analysis_copy(grey)
@@ -596,10 +689,11 @@ def find_digit(grey: np.ndarray) -> Ink:
     low, high, _, _ = cv2.minMaxLoc(smooth)
     if high - low < MIN_CONTRAST:
         raise no_ink()
-    light, threshold = light_field(smooth)
-    bright_mask = cv2.threshold(level(smooth, light), threshold, 255, cv2.THRESH_BINARY)[1]
-    is_bright, chosen, selected = ink_and_digit(bright_mask)
-    ink_class = bright_mask if is_bright else cv2.bitwise_not(bright_mask)
+    reading = read_ink(smooth, *light_field(smooth))
+    if reading.light is None:
+        reading = paper_was_read(smooth, reading) or reading
+    ink_class = reading.bright_mask if reading.is_bright else cv2.bitwise_not(reading.bright_mask)
     # Frame and edge pixels taken out of the ink class, and their blurred edges: none joins the digit as faint ink.
-    frames = cv2.dilate(cv2.subtract(ink_class, chosen.mask), np.ones((3, 3), np.uint8))
-    return cut_out(grey if scale != 1.0 else small, light, threshold, is_bright, selected, frames, scale)
+    frames = cv2.dilate(cv2.subtract(ink_class, reading.chosen.mask), np.ones((3, 3), np.uint8))
+    return cut_out(grey if scale != 1.0 else small, reading.light, reading.threshold, reading.is_bright,
+                   reading.selected, frames, scale, reading.shade)
