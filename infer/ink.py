@@ -600,11 +600,8 @@ def cut_out(grey: np.ndarray, light: np.ndarray | None, threshold: float, bright
     keep = cv2.bitwise_or(seeds, joined[labels].astype(np.uint8) * 255)
     bx, by, bw, bh = cv2.boundingRect(keep)
     keep, levelled = keep[by : by + bh, bx : bx + bw], levelled[by : by + bh, bx : bx + bw]
-    # Stroke cores go to 255 as training's full contrast puts the brightest pixel at 1: the 99th percentile of
-    # the strong ink (one hot pixel does not decide). A lower level (mean + std) saturated the blurred strokes of
-    # enlarged thumbnails and cost 8-px thumbnails 0.4 points.
-    core = levelled[cv2.bitwise_and(keep, strong[by : by + bh, bx : bx + bw]) > 0]
-    ink = float(np.percentile(core, 99)) if core.size else float(levelled.max())
+    ink_mean, ink_std = cv2.meanStdDev(levelled, mask=cv2.bitwise_and(keep, strong[by : by + bh, bx : bx + bw]))
+    ink = min(float(ink_mean[0, 0] + ink_std[0, 0]), float(levelled.max()))
     if ink - paper < MIN_CONTRAST / 2:
         raise no_ink()
     stretched = cv2.convertScaleAbs(levelled, alpha=255.0 / (ink - paper), beta=-paper * 255.0 / (ink - paper))
