@@ -182,9 +182,9 @@ def filled_holes(image: np.ndarray) -> np.ndarray:
     else:
         filled = np.full_like(image, 255)
     filled[0, :], filled[-1, :], filled[:, 0], filled[:, -1] = image[0, :], image[-1, :], image[:, 0], image[:, -1]
-    cross = np.ones((3, 3), np.uint8)
+    neighbours = np.ones((3, 3), np.uint8)  # 8-connected: a ring broken at a diagonal is open
     for _ in range(image.size):  # converges within the longest path to the border; bounded all the same
-        lower = cv2.max(cv2.erode(filled, cross), image)
+        lower = cv2.max(cv2.erode(filled, neighbours), image)
         if np.array_equal(lower, filled):
             break
         filled = lower
@@ -656,6 +656,8 @@ def paper_was_read(smooth: np.ndarray, plain: Reading) -> Reading | None:
     ink clearly darker than its paper, does not share the plain reading's ink, is drawn with a pen at least
     PAPER_BREADTH times thinner than the plain "ink", and is a digit rather than a blob. None otherwise: the
     plain reading stands."""
+    if not plain.is_bright and not touches_border(plain.selected):
+        return None  # dark ink with paper all round: hole filling would fill it, and read the same ink again
     breadth = stroke_width(plain.selected)
     if breadth < PAPER_BREADTH:  # no pen is thinner than a pixel
         return None
@@ -677,6 +679,10 @@ def paper_was_read(smooth: np.ndarray, plain: Reading) -> Reading | None:
     if pen > DIGIT_SLIMNESS * max(cv2.boundingRect(reading.selected)[2:]):
         return None
     return reading
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def find_digit(grey: np.ndarray) -> Ink:
