@@ -183,7 +183,8 @@ def show(results: dict) -> None:
         console.print(styles)
         console.print(f"style suite throughput: decode+preprocess {suite['decode_preprocess_images_per_s']:,.0f} "
                       f"images/s on all cores; digits-infer end to end {suite['end_to_end_images_per_s']:,.0f} "
-                      f"images/s = {suite['vs_decode']:.0%} of it")
+                      f"images/s = {suite['vs_decode']:.0%} of it (medians of turns taken in alternation; "
+                      f"each turn: {', '.join(f'{turn:.0%}' for turn in suite['vs_decode_per_turn'])})")
     for big in results.get("large", []):
         console.print(f"{big['file']} ({big['bytes'] / 1e6:.1f} MB file, {big['decoded_mb']:,.0f} MB decoded): "
                       f"{big['seconds']:.2f} s, peak RSS {big['peak_rss_mb']:.0f} MB, answer {big['answer']}")

@@ -160,13 +160,6 @@ def unevenly_lit_copy(smooth: np.ndarray) -> np.ndarray | None:
     return None if evenly_lit(small) else small
 
 
-def paper_under_dark_ink(smooth: np.ndarray) -> np.ndarray:
-    """The paper's level beneath dark ink: every dark region that does not reach the picture's border is
-    filled up to the level around it. A shadow or the desk reaches the border and stays; pen strokes are
-    filled, whatever their width."""
-    return filled_holes(smooth)
-
-
 def filled_holes(image: np.ndarray) -> np.ndarray:
     """Grey-scale hole filling: each pixel raised to the lowest level of a path from it to the border that
     it must climb over (reconstruction by erosion from the border). Iterated from the same fill of a
@@ -661,7 +654,9 @@ def paper_was_read(smooth: np.ndarray, plain: Reading) -> Reading | None:
     breadth = stroke_width(plain.selected)
     if breadth < PAPER_BREADTH:  # no pen is thinner than a pixel
         return None
-    paper = paper_under_dark_ink(smooth)
+    # The paper's level beneath dark ink: every dark region that does not reach the border is filled up to the
+    # level around it. A shadow or the desk reaches the border and stays; pen strokes of any width are filled.
+    paper = filled_holes(smooth)
     levelled = level(smooth, paper, shade=True)
     threshold, _ = separability(levelled)
     try:

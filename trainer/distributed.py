@@ -128,6 +128,15 @@ def generators(seed: int, world: World) -> tuple[torch.Generator, torch.Generato
     return order, torch.Generator().manual_seed(seed * 1_000_003 + world.rank + 1)
 
 
+def reseed_per_rank(seed: int, world: World) -> None:
+    """Reseed the global RNG, which dropout draws from, per rank once the model is built: every rank seeded the
+    same to build the same weights, and would otherwise drop the same units for different images. One process
+    keeps its seed's stream, so its numbers do not change. Counted down from the seed's block where `generators`
+    counts up, so no rank's dropout repeats another rank's augmentation."""
+    if world.size > 1:
+        torch.manual_seed(seed * 1_000_003 - world.rank - 1)
+
+
 def shard_loss(log_probs: torch.Tensor, labels: torch.Tensor, global_count: int, world: World) -> torch.Tensor:
     """This rank's term of the global batch's mean NLL. DDP averages gradients over ranks, so each rank's mean
     is weighted by world × its images / the global batch: the step is the global batch's mean even when the

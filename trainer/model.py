@@ -9,22 +9,29 @@ import torch.nn.functional as F
 ARCHITECTURE = "Digit"
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+# pytorch/examples' mnist rates. Dropout holds no weights, so the state_dict stays the seed's; in eval mode
+# (export, inference) it is the identity. It lifted MNIST test from 99.46% to 99.54% (README, "Training results").
+CONV_DROPOUT = 0.25
+FC_DROPOUT = 0.5
 
 
 class Digit(nn.Module):
-    """conv1 → ReLU → max-pool 2 → conv2 → ReLU → fc1 → ReLU → fc2 → log_softmax."""
+    """conv1 → ReLU → max-pool 2 → conv2 → ReLU → fc1 → ReLU → fc2 → log_softmax, with dropout before fc1 and
+    fc2 while training (none when `dropout` is False)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dropout: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 10, 5)
         self.conv2 = nn.Conv2d(10, 20, 3)
         self.fc1 = nn.Linear(20 * 10 * 10, 500)
         self.fc2 = nn.Linear(500, 10)
+        self.dropout1 = nn.Dropout(CONV_DROPOUT if dropout else 0.0)
+        self.dropout2 = nn.Dropout(FC_DROPOUT if dropout else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map normalised N×1×28×28 images to N×10 log-probabilities."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.relu(self.conv2(x))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
+        x = self.dropout1(torch.flatten(x, 1))
+        x = self.dropout2(F.relu(self.fc1(x)))
         return F.log_softmax(self.fc2(x), dim=1)
