@@ -34,6 +34,17 @@ def test_onnx_takes_any_batch_and_returns_probabilities(artifacts):
         assert np.allclose(out.sum(1), 1.0, atol=1e-5) and (out >= 0).all()
 
 
+def test_dropout_stays_out_of_the_exported_models(artifacts):
+    """The tiny model trained with dropout (the default); what is exported is the eval network: no Dropout node
+    in the ONNX graph, and the TorchScript module gives the same answer twice."""
+    ops = {node.op_type for node in onnx.load(str(artifacts / "digit.onnx")).graph.node}
+    assert {"Conv", "Gemm"} <= ops and "Dropout" not in ops
+    module = torch.jit.load(str(artifacts / "digit.torchscript.pt"))
+    images = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(module(images), module(images))
+
+
 def test_every_backend_agrees_with_eager_on_1000_real_images(artifacts, tiny_run, data_dir):
     images, labels = parity_images(ParitySettings(data_dir, samples=1000))
     with torch.no_grad():
