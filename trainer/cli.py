@@ -41,8 +41,8 @@ def main(
     augment: bool = typer.Option(DEFAULTS.augment, help="Random shifts, rotations and scalings of training images."),
     style_augment: bool = typer.Option(DEFAULTS.style_augment,
                                        help="Random pen widths and low-resolution copies of training images."),
-    dropout: bool = typer.Option(DEFAULTS.dropout, help="Dropout before fc1 and fc2 while training (pytorch/examples' "
-                                 "rates)."),
+    dropout: bool = typer.Option(DEFAULTS.dropout,
+                                 help="Dropout before fc1 and fc2 while training, at pytorch/examples' rates."),
     device: Device = typer.Option(Device(DEFAULTS.device), help="auto picks CUDA when available."),
     seed: int = typer.Option(DEFAULTS.seed, help="Same seed and device give the same numbers on CPU."),
     val_size: int = typer.Option(DEFAULTS.val_size, min=0, help="Training images held out to pick the best epoch; "
@@ -58,8 +58,7 @@ def main(
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, device=device.value, seed=seed, val_size=val_size,
         schedule=schedule.value, weight_decay=weight_decay, augment=augment, style_augment=style_augment,
-        dropout=dropout,
-        train_limit=train_limit, test_limit=test_limit,
+        dropout=dropout, train_limit=train_limit, test_limit=test_limit,
     )
     root = resolve_data_dir(data_dir)
     try:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 ARCHITECTURE = "Digit"
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-# pytorch/examples' mnist rates. Dropout holds no weights, so the state_dict stays the seed's; in eval mode
-# (export, inference) it is the identity. It lifted MNIST test from 99.46% to 99.54% (README, "Training results").
+# pytorch/examples' mnist rates. Dropout holds no weights, so the state_dict stays the seed's, and it runs only
+# while training, so no exported graph holds it. It lifted MNIST test from 99.46% to 99.54% (README, "Training").
 CONV_DROPOUT = 0.25
 FC_DROPOUT = 0.5
 
@@ -32,6 +32,10 @@ class Digit(nn.Module):
         """Map normalised N×1×28×28 images to N×10 log-probabilities."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.relu(self.conv2(x))
-        x = self.dropout1(torch.flatten(x, 1))
-        x = self.dropout2(F.relu(self.fc1(x)))
+        x = torch.flatten(x, 1)
+        if self.training:  # evaluated and exported as the seed's graph, without even a no-op dropout node
+            x = self.dropout1(x)
+        x = F.relu(self.fc1(x))
+        if self.training:
+            x = self.dropout2(x)
         return F.log_softmax(self.fc2(x), dim=1)
